@@ -1,0 +1,1 @@
+"""Generated from protos/skyhaul/v1 by `make proto`. Do not edit."""
