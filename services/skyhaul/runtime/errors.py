@@ -32,3 +32,18 @@ class Unavailable(SkyhaulError):
 
 class Aborted(SkyhaulError):
     """A concurrent change got in the way; retrying the whole operation may work."""
+
+
+class as_invalid_argument:  # noqa: N801 - used as a context manager, reads like a phrase
+    """Turn the ValueErrors that pure core code raises for bad input into InvalidArgument.
+
+    Only wrap calls whose ValueErrors describe the caller's input (validation in the core).
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, ValueError) and not issubclass(exc_type, SkyhaulError):
+            raise InvalidArgument(str(exc)) from exc
+        return False

@@ -1,0 +1,79 @@
+"""Helpers every CLI command shares: finding services, printing tables or JSON, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from skyhaul.runtime.settings import ADDR_VARS, SERVICE_PORTS
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the thing asked about is unhealthy / not found
+EXIT_USAGE = 2  # bad arguments or input
+EXIT_UNAVAILABLE = 3  # a service could not be reached
+
+
+def add_formatter(parser: argparse.ArgumentParser, epilog: str) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = epilog
+
+
+def endpoints_file() -> Path:
+    from skyhaul.runtime.launcher import state_dir
+
+    return state_dir() / "endpoints.json"
+
+
+def running_endpoints() -> dict[str, Any] | None:
+    """What the last `skyhaul up` on this machine wrote, if it is still there."""
+    path = endpoints_file()
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_address(service: str, explicit: str | None = None, label: str | None = None) -> str:
+    """--flag, then SKYHAUL_<SERVICE>_ADDR, then the running `skyhaul up`, then the default port."""
+    if explicit:
+        return explicit
+    env = os.environ.get(ADDR_VARS[service])
+    if env:
+        return env
+    running = running_endpoints()
+    if running:
+        services = running.get("services", {})
+        if label and label in services:
+            return services[label]
+        for name, addr in services.items():
+            if name == service or name.startswith(service + "-"):
+                return addr
+    return f"127.0.0.1:{SERVICE_PORTS[service]}"
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> int:
+    """One line on stderr that says what went wrong and what to do."""
+    print(f"skyhaul: {message}", file=sys.stderr)
+    return code
+
+
+def rpc_error_message(exc: Exception, address: str) -> tuple[str, int]:
+    import grpc
+
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return (f"cannot reach {address} ({code.name}); is `skyhaul up` running?", EXIT_UNAVAILABLE)
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+            return (exc.details() or code.name, EXIT_USAGE)
+        return (f"{code.name}: {exc.details()}", EXIT_FAILURE)
+    return (str(exc), EXIT_FAILURE)

@@ -1,0 +1,1 @@
+"""The modular data center: durable local object store, outbox and sync to its home region."""
