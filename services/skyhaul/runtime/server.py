@@ -72,6 +72,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, errors.SkyhaulError):
         await context.abort(status_for(exc), str(exc))
+    if isinstance(exc, NotImplementedError):
+        # The generated base servicer raises this for RPCs whose issue has not landed.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} ({type(exc).__name__}); see the service log")
 
