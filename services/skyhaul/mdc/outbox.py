@@ -1,0 +1,502 @@
+"""The data center's durable outbox: which stored objects still have to reach the home region.
+
+One SQLite database (WAL, synchronous=FULL: a committed transaction survives kill -9 and power
+loss) with a row per object and a row per block confirmed staged in the region. Plain synchronous
+and thread-safe (one connection behind a lock): the servicer and the sync worker call it through
+`asyncio.to_thread`.
+
+Life of an object::
+
+    pending ──start_upload──▶ uploading ──mark_synced──▶ synced
+       ▲                         │  └──mark_failed──▶ failed ──requeue──▶ pending
+       └──── reopen (crash) ─────┘
+
+Upload progress (block size, staged blocks, contiguous bytes confirmed) is kept across all of
+these, so an upload interrupted by an outage, a restart or a kill -9 resumes from its first
+unconfirmed block. Block ids are deterministic (`block_id_for`), so the same block gets the same id
+in every attempt and the region's uncommitted block list can be matched against it.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from skyhaul.region.blobstore import MAX_BLOCK_BYTES, validate_blob_name, validate_block_id, validate_metadata
+from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+# Upload order: telemetry first, bulk last.
+PRIORITIES: tuple[str, ...] = ("telemetry", "interactive", "bulk")
+STATES: tuple[str, ...] = ("pending", "uploading", "synced", "failed")
+MAX_BATCH = 10_000
+MAX_LIST = 10_000
+MAX_BLOCK_INDEX = 99_999_999
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order: the tie-break for equal times
+    key             TEXT NOT NULL UNIQUE,
+    file_id         TEXT NOT NULL,                      -- data file name in the object store
+    size            INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,                      -- hex
+    priority        TEXT NOT NULL,
+    priority_rank   INTEGER NOT NULL,
+    created_unix    REAL NOT NULL,
+    metadata        TEXT NOT NULL,                      -- JSON object of strings
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'uploading', 'synced', 'failed')),
+    block_size      INTEGER,                            -- fixed by the first start_upload
+    bytes_confirmed INTEGER NOT NULL DEFAULT 0,         -- contiguous prefix of staged blocks
+    bytes_sent      INTEGER NOT NULL DEFAULT 0,         -- every staged byte, re-sends included
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    synced_unix     REAL,
+    etag            TEXT,
+    failure_reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS objects_queue ON objects (state, priority_rank, created_unix, seq);
+CREATE TABLE IF NOT EXISTS staged_blocks (
+    key         TEXT NOT NULL REFERENCES objects (key) ON DELETE CASCADE,
+    block_index INTEGER NOT NULL,
+    block_id    TEXT NOT NULL,
+    offset_end  INTEGER NOT NULL,
+    PRIMARY KEY (key, block_index)
+) WITHOUT ROWID;
+"""
+
+
+def block_id_for(sha256_hex: str, index: int) -> str:
+    """The id of block `index` of the object with this sha256: deterministic, always 36 characters.
+
+    Azure requires every block id of a blob to have the same length; base64 of a fixed-width
+    string gives that, and the sha prefix keeps ids of different contents apart.
+    """
+    if not isinstance(sha256_hex, str) or len(sha256_hex) < 16:
+        raise InvalidArgument(f"sha256 must be a hex string of at least 16 characters, got {sha256_hex!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_BLOCK_INDEX:
+        raise InvalidArgument(f"block index must be an integer in 0..{MAX_BLOCK_INDEX}, got {index!r}")
+    return base64.b64encode(f"{sha256_hex[:16]}-{index:08d}".encode()).decode()
+
+
+class OutboxEntry(NamedTuple):
+    key: str
+    size: int
+    sha256_hex: str
+    priority: str
+    created_unix: float
+    state: str
+    metadata: dict[str, str]
+    block_size: int | None
+    bytes_confirmed: int
+    bytes_sent: int
+    attempts: int
+    synced_unix: float | None
+    etag: str | None
+    failure_reason: str | None
+
+
+class UploadProgress(NamedTuple):
+    key: str
+    state: str
+    size: int
+    sha256_hex: str
+    block_size: int | None
+    staged_block_ids: tuple[str, ...]  # confirmed staged, by block index (may have gaps)
+    bytes_confirmed: int  # resume uploading at this offset
+    bytes_sent: int
+    attempts: int
+
+    @property
+    def block_count(self) -> int | None:
+        """Blocks the object splits into at this block size (0 for an empty object)."""
+        return None if self.block_size is None else math.ceil(self.size / self.block_size)
+
+
+class Backlog(NamedTuple):
+    """Objects not yet synced (pending or uploading; failed ones are counted in totals)."""
+
+    objects: int
+    bytes: int  # their full sizes
+    oldest_created_unix: float | None
+
+
+class OutboxTotals(NamedTuple):
+    objects: int
+    bytes: int
+    pending: int
+    uploading: int
+    synced: int
+    failed: int
+    synced_bytes: int
+    bytes_sent: int
+
+
+def validate_priority(priority: object) -> str:
+    if priority not in PRIORITIES:
+        raise InvalidArgument(f"priority {priority!r} is unknown; use one of {', '.join(PRIORITIES)}")
+    return str(priority)
+
+
+def _validate_count(value: object, what: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidArgument(f"{what} must be an integer in 1..{maximum}, got {value!r}")
+    return value
+
+
+_ENTRY_COLUMNS = (
+    "key, size, sha256, priority, created_unix, state, metadata, block_size, bytes_confirmed, bytes_sent, "
+    "attempts, synced_unix, etag, failure_reason"
+)
+
+
+def _entry(row: tuple[Any, ...]) -> OutboxEntry:
+    values = list(row)
+    values[6] = json.loads(values[6])
+    return OutboxEntry(*values)
+
+
+class Outbox:
+    """The SQLite outbox. See the module docstring for states and resume."""
+
+    def __init__(self, db_path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+        self._path = Path(db_path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
+        self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise FailedPrecondition(f"outbox {self._path}: SQLite refused WAL mode (got {mode!r})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            with self._write() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, _SCHEMA_VERSION):
+                    raise FailedPrecondition(
+                        f"outbox {self._path} has schema version {version}; this build reads {_SCHEMA_VERSION}"
+                    )
+                if version == 0:
+                    # One statement at a time: executescript() would commit the open transaction.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                # A process that died mid-upload left rows 'uploading'; they resume from their progress.
+                db.execute("UPDATE objects SET state = 'pending' WHERE state = 'uploading'")
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # also when COMMIT itself failed (disk full, I/O error)
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> builtins.list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _row(db: sqlite3.Connection, key: str) -> OutboxEntry:
+        row = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise NotFound(f"object {key!r} is not in the outbox")
+        return _entry(row)
+
+    # ----------------------------------------------------------------- adding objects
+
+    def add(
+        self,
+        key: str,
+        file_id: str,
+        size: int,
+        sha256_hex: str,
+        priority: str,
+        metadata: Mapping[str, str] | None,
+        created_unix: float,
+    ) -> tuple[OutboxEntry, bool]:
+        """Record a durably stored object as pending, in one transaction. Returns (entry, created).
+
+        The same key with the same size and sha256 is a retried put: the existing entry comes back
+        with created=False. The same key with other content is AlreadyExists: the first stays.
+        """
+        validate_blob_name(key, "object key")
+        validate_priority(priority)
+        metadata = validate_metadata(metadata)
+        with self._write() as db:
+            existing = db.execute("SELECT size, sha256 FROM objects WHERE key = ?", (key,)).fetchone()
+            if existing is not None:
+                if tuple(existing) == (size, sha256_hex):
+                    return self._row(db, key), False
+                raise AlreadyExists(
+                    f"object {key!r} is already stored with other content (sha256 {existing[1]}); "
+                    "objects are immutable, put the new data under a new key"
+                )
+            db.execute(
+                "INSERT INTO objects (key, file_id, size, sha256, priority, priority_rank, created_unix, metadata,"
+                " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                (
+                    key,
+                    file_id,
+                    size,
+                    sha256_hex,
+                    priority,
+                    PRIORITIES.index(priority),
+                    created_unix,
+                    json.dumps(metadata, sort_keys=True),
+                ),
+            )
+            return self._row(db, key), True
+
+    def remove(self, key: str) -> OutboxEntry:
+        """Forget a synced object (its data is safe in the region). Anything else: FailedPrecondition."""
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state != "synced":
+                raise FailedPrecondition(
+                    f"object {key!r} is {entry.state}, not synced; removing it now would lose its data"
+                )
+            db.execute("DELETE FROM objects WHERE key = ?", (key,))
+            return entry
+
+    # ----------------------------------------------------------------- reads
+
+    def get(self, key: str) -> OutboxEntry:
+        with self._lock:
+            return self._row(self._db, key)
+
+    def file_id(self, key: str) -> str:
+        rows = self._read("SELECT file_id FROM objects WHERE key = ?", (key,))
+        if not rows:
+            raise NotFound(f"object {key!r} is not in the outbox")
+        return rows[0][0]
+
+    def referenced_file_ids(self) -> set[str]:
+        return {row[0] for row in self._read("SELECT file_id FROM objects")}
+
+    def next_batch(self, limit: int = 16) -> builtins.list[OutboxEntry]:
+        """Pending objects to upload next: by priority class (telemetry first), then oldest first."""
+        _validate_count(limit, "limit", MAX_BATCH)
+        rows = self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE state = 'pending'"
+            " ORDER BY priority_rank, created_unix, seq LIMIT ?",
+            (limit,),
+        )
+        return [_entry(row) for row in rows]
+
+    def progress(self, key: str) -> UploadProgress:
+        with self._lock:
+            return self._progress(self._db, key)
+
+    @staticmethod
+    def _progress(db: sqlite3.Connection, key: str) -> UploadProgress:
+        entry = Outbox._row(db, key)
+        ids = db.execute(
+            "SELECT block_id FROM staged_blocks WHERE key = ? ORDER BY block_index", (key,)
+        ).fetchall()
+        return UploadProgress(
+            key=key,
+            state=entry.state,
+            size=entry.size,
+            sha256_hex=entry.sha256_hex,
+            block_size=entry.block_size,
+            staged_block_ids=tuple(row[0] for row in ids),
+            bytes_confirmed=entry.bytes_confirmed,
+            bytes_sent=entry.bytes_sent,
+            attempts=entry.attempts,
+        )
+
+    def backlog(self) -> Backlog:
+        (objects, size, oldest) = self._read(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_unix) FROM objects"
+            " WHERE state IN ('pending', 'uploading')"
+        )[0]
+        return Backlog(objects, size, oldest)
+
+    def totals(self) -> OutboxTotals:
+        counts = dict.fromkeys(STATES, 0)
+        objects = size = synced_bytes = sent = 0
+        for state, count, state_bytes, state_sent in self._read(
+            "SELECT state, COUNT(*), SUM(size), SUM(bytes_sent) FROM objects GROUP BY state"
+        ):
+            counts[state] = count
+            objects += count
+            size += state_bytes
+            sent += state_sent
+            if state == "synced":
+                synced_bytes = state_bytes
+        return OutboxTotals(
+            objects=objects,
+            bytes=size,
+            pending=counts["pending"],
+            uploading=counts["uploading"],
+            synced=counts["synced"],
+            failed=counts["failed"],
+            synced_bytes=synced_bytes,
+            bytes_sent=sent,
+        )
+
+    def list_entries(
+        self, prefix: str = "", state: str | None = None, limit: int = 1000, start_after: str = ""
+    ) -> builtins.list[OutboxEntry]:
+        """Entries sorted by key, optionally of one state; page with the last key as `start_after`."""
+        if not isinstance(prefix, str) or not isinstance(start_after, str):
+            raise InvalidArgument("prefix and start_after must be strings")
+        if state is not None and state not in STATES:
+            raise InvalidArgument(f"state {state!r} is unknown; use one of {', '.join(STATES)}")
+        _validate_count(limit, "limit", MAX_LIST)
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE key >= ? AND key > ? AND substr(key, 1, ?) = ?"
+        params: builtins.list[Any] = [prefix, start_after, len(prefix), prefix]
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(limit)
+        return [_entry(row) for row in self._read(sql, tuple(params))]
+
+    list = list_entries  # the name the servicer uses; `list_entries` keeps `list` the builtin in this class
+
+    # ----------------------------------------------------------------- upload progress
+
+    def start_upload(self, key: str, block_size: int) -> UploadProgress:
+        """Claim a pending object for upload; returns its progress so far.
+
+        The block size is fixed by the first attempt: staged blocks are only reusable at the same
+        size, so a later attempt asking for another size gets the recorded one (see `block_size`
+        in the result). `reset_progress` drops progress and with it the recorded size.
+        """
+        _validate_count(block_size, "block size", MAX_BLOCK_BYTES)
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state == "synced":
+                raise FailedPrecondition(f"object {key!r} is already synced (etag {entry.etag})")
+            if entry.state == "failed":
+                raise FailedPrecondition(f"object {key!r} failed ({entry.failure_reason}); requeue it first")
+            db.execute(
+                "UPDATE objects SET state = 'uploading', attempts = attempts + 1,"
+                " block_size = COALESCE(block_size, ?) WHERE key = ?",
+                (block_size, key),
+            )
+            return self._progress(db, key)
+
+    def mark_block_staged(self, key: str, block_id: str, offset_end: int) -> UploadProgress:
+        """Record that the block ending at `offset_end` is staged in the region (durably).
+
+        The block's index follows from offset_end and the block size; its id must be
+        `block_id_for(sha256, index)`. Blocks may be confirmed out of order (several in flight);
+        bytes_confirmed is the contiguous prefix. Confirming a block again (a re-send) is fine.
+        """
+        validate_block_id(block_id)
+        if isinstance(offset_end, bool) or not isinstance(offset_end, int):
+            raise InvalidArgument(f"offset_end must be an integer, got {offset_end!r}")
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state != "uploading":
+                raise FailedPrecondition(
+                    f"object {key!r} is {entry.state}, not uploading; call start_upload first"
+                )
+            block_size = entry.block_size
+            assert block_size is not None  # start_upload sets it
+            if not 0 < offset_end <= entry.size or (offset_end % block_size and offset_end != entry.size):
+                raise InvalidArgument(
+                    f"offset_end {offset_end} of object {key!r} ({entry.size} bytes) is not the end of a "
+                    f"{block_size}-byte block"
+                )
+            index = (offset_end - 1) // block_size
+            expected_id = block_id_for(entry.sha256_hex, index)
+            if block_id != expected_id:
+                raise InvalidArgument(
+                    f"block id {block_id!r} is not the id of block {index} of object {key!r}; expected {expected_id!r}"
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO staged_blocks (key, block_index, block_id, offset_end) VALUES (?, ?, ?, ?)",
+                (key, index, block_id, offset_end),
+            )
+            indices = [
+                row[0] for row in db.execute("SELECT block_index FROM staged_blocks WHERE key = ?", (key,))
+            ]
+            contiguous = _contiguous_prefix(indices)
+            db.execute(
+                "UPDATE objects SET bytes_sent = bytes_sent + ?, bytes_confirmed = ? WHERE key = ?",
+                (offset_end - index * block_size, min(contiguous * block_size, entry.size), key),
+            )
+            return self._progress(db, key)
+
+    def reset_progress(self, key: str) -> UploadProgress:
+        """Forget staged blocks and block size (e.g. the region lost its uncommitted blocks)."""
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state == "synced":
+                raise FailedPrecondition(f"object {key!r} is already synced")
+            db.execute("DELETE FROM staged_blocks WHERE key = ?", (key,))
+            db.execute("UPDATE objects SET bytes_confirmed = 0, block_size = NULL WHERE key = ?", (key,))
+            return self._progress(db, key)
+
+    def mark_synced(self, key: str, etag: str) -> OutboxEntry:
+        """The committed blob was verified: done. Marking a synced object again changes nothing."""
+        if not isinstance(etag, str) or not etag:
+            raise InvalidArgument("etag must be a non-empty string")
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state == "synced":
+                return entry
+            db.execute(
+                "UPDATE objects SET state = 'synced', synced_unix = ?, etag = ?, failure_reason = NULL,"
+                " bytes_confirmed = size WHERE key = ?",
+                (float(self._clock()), etag, key),
+            )
+            db.execute("DELETE FROM staged_blocks WHERE key = ?", (key,))
+            return self._row(db, key)
+
+    def mark_failed(self, key: str, reason: str) -> OutboxEntry:
+        """A permanent error (retrying will not help): park the object with the reason."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidArgument("a failure needs a non-empty reason")
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state == "synced":
+                raise FailedPrecondition(f"object {key!r} is already synced; it cannot fail")
+            db.execute("UPDATE objects SET state = 'failed', failure_reason = ? WHERE key = ?", (reason, key))
+            return self._row(db, key)
+
+    def requeue(self, key: str) -> OutboxEntry:
+        """Put a failed object back in the queue, keeping its progress."""
+        with self._write() as db:
+            entry = self._row(db, key)
+            if entry.state not in ("failed", "pending"):
+                raise FailedPrecondition(
+                    f"object {key!r} is {entry.state}; only failed objects can be requeued"
+                )
+            db.execute("UPDATE objects SET state = 'pending', failure_reason = NULL WHERE key = ?", (key,))
+            return self._row(db, key)
+
+
+def _contiguous_prefix(indices: builtins.list[int]) -> int:
+    """How many blocks from index 0 on are all present."""
+    present = set(indices)
+    count = 0
+    while count in present:
+        count += 1
+    return count
