@@ -6,7 +6,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from skyhaul.runtime import errors, server
 from skyhaul.v1 import region_pb2, region_pb2_grpc
 
@@ -60,7 +59,9 @@ async def running(monkeypatch):
 
 
 async def _health(channel, service=""):
-    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+    reply = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service=service), timeout=2
+    )
     return reply.status
 
 
@@ -76,7 +77,11 @@ async def test_domain_errors_map_to_status_codes(running):
     app, srv, channel = running
     stub = region_pb2_grpc.CloudRegionServiceStub(channel)
     assert (await stub.Echo(region_pb2.EchoRequest(payload=b"hi"), timeout=2)).payload == b"hi"
-    cases = {b"bad": grpc.StatusCode.INVALID_ARGUMENT, b"missing": grpc.StatusCode.NOT_FOUND, b"boom": grpc.StatusCode.INTERNAL}
+    cases = {
+        b"bad": grpc.StatusCode.INVALID_ARGUMENT,
+        b"missing": grpc.StatusCode.NOT_FOUND,
+        b"boom": grpc.StatusCode.INTERNAL,
+    }
     for payload, code in cases.items():
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Echo(region_pb2.EchoRequest(payload=payload), timeout=2)
@@ -103,6 +108,8 @@ async def test_health_follows_dependencies(running):
     app, srv, channel = running
     name = App.service_names[0]
     await _wait_for(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # Liveness does not follow dependencies: losing Redis must not restart a pod.
+    assert await _health(channel, server.LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
     app.dependency_ok = True
     await _wait_for(channel, health_pb2.HealthCheckResponse.SERVING)
     await _wait_for(channel, health_pb2.HealthCheckResponse.SERVING, name)

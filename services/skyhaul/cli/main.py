@@ -11,7 +11,7 @@ import sys
 
 COMMAND_MODULES = (
     "skyhaul.cli.system",
-    # "skyhaul.cli.k8s",  (lands with the deploy issue)
+    "skyhaul.cli.k8s",
 )
 
 DESCRIPTION = """\

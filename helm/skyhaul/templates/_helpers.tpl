@@ -1,0 +1,236 @@
+{{/*
+Names. Every object is "<fullname>-<component>[-<id>]", truncated to the 63 characters a DNS label
+allows.
+*/}}
+{{- define "skyhaul.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "skyhaul.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "skyhaul.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Name of one workload: (dict "ctx" $ "component" "region" "id" "westus2"); id may be empty. */}}
+{{- define "skyhaul.workloadName" -}}
+{{- $base := printf "%s-%s" (include "skyhaul.fullname" .ctx) .component }}
+{{- if .id }}{{ $base = printf "%s-%s" $base .id }}{{ end }}
+{{- $base | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: (dict "ctx" $ "component" "orbit" "id" ""). Immutable once deployed. */}}
+{{- define "skyhaul.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "skyhaul.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- if eq .component "region" }}
+skyhaul/region: {{ .id }}
+{{- else if eq .component "mdc" }}
+skyhaul/data-center: {{ .id }}
+{{- end }}
+{{- end }}
+
+{{/* The recommended labels plus the selector labels: (dict "ctx" $ "component" ... "id" ...). */}}
+{{- define "skyhaul.labels" -}}
+helm.sh/chart: {{ include "skyhaul.chart" .ctx }}
+{{ include "skyhaul.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: skyhaul
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
+{{- define "skyhaul.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "skyhaul.scenarioConfigMap" -}}
+{{- printf "%s-scenario" (include "skyhaul.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "skyhaul.redisUrl" -}}
+{{- if .Values.redis.externalUrl }}
+{{- .Values.redis.externalUrl }}
+{{- else }}
+{{- printf "redis://%s-redis:6379/0" (include "skyhaul.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* OTLP endpoint, or empty when telemetry is off or has nowhere to go. */}}
+{{- define "skyhaul.otlpEndpoint" -}}
+{{- if .Values.telemetry.enabled }}
+{{- if .Values.telemetry.otlpEndpoint }}
+{{- .Values.telemetry.otlpEndpoint }}
+{{- else if .Values.jaeger.enabled }}
+{{- printf "http://%s-jaeger:4317" (include "skyhaul.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Address (host:port) of a Skyhaul Service: (dict "ctx" $ "component" "region" "id" "westus2"). */}}
+{{- define "skyhaul.serviceAddr" -}}
+{{- printf "%s:%v" (include "skyhaul.workloadName" .) (index .ctx.Values.components .component).port }}
+{{- end }}
+
+{{- define "skyhaul.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "skyhaul.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Native gRPC probes. Readiness and startup use the overall status (service ""), which is SERVING
+only while the service's dependencies answer. Liveness asks the "liveness" service, which the
+runner keeps SERVING while the process's event loop runs: losing Redis must take a pod out of
+rotation, not restart it (a restart does not bring Redis back).
+*/}}
+{{- define "skyhaul.grpcProbes" -}}
+startupProbe:
+  grpc: {port: {{ . }}}
+  periodSeconds: 2
+  failureThreshold: 90
+readinessProbe:
+  grpc: {port: {{ . }}}
+  periodSeconds: 5
+  failureThreshold: 3
+livenessProbe:
+  grpc: {port: {{ . }}, service: liveness}
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 6
+{{- end }}
+
+{{/*
+Environment every Skyhaul container shares: (dict "ctx" $ "service" "orbit" "attributes" "...").
+POD_NAME and POD_NAMESPACE come first so OTEL_RESOURCE_ATTRIBUTES can refer to them.
+*/}}
+{{- define "skyhaul.commonEnv" -}}
+{{- $ctx := .ctx -}}
+- name: POD_NAME
+  valueFrom: {fieldRef: {fieldPath: metadata.name}}
+- name: POD_NAMESPACE
+  valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+- name: SKYHAUL_SCENARIO
+  value: /etc/skyhaul/scenario.yaml
+- name: SKYHAUL_REDIS_URL
+  value: {{ include "skyhaul.redisUrl" $ctx | quote }}
+- name: SKYHAUL_DATA_DIR
+  value: /data
+- name: SKYHAUL_LOG_LEVEL
+  value: {{ $ctx.Values.logLevel | quote }}
+- name: SKYHAUL_ORBIT_ADDR
+  value: {{ include "skyhaul.serviceAddr" (dict "ctx" $ctx "component" "orbit") | quote }}
+- name: SKYHAUL_LINKS_ADDR
+  value: {{ include "skyhaul.serviceAddr" (dict "ctx" $ctx "component" "links") | quote }}
+{{- if $ctx.Values.clockStart }}
+- name: SKYHAUL_CLOCK_START
+  value: {{ $ctx.Values.clockStart | quote }}
+{{- end }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .service | quote }}
+{{- with include "skyhaul.otlpEndpoint" $ctx }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: grpc
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "service.namespace=%s,k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)%s" $ctx.Release.Name .attributes | quote }}
+{{- end }}
+
+{{/* Extra env of a component from values (components.<name>.env), sorted by name. */}}
+{{- define "skyhaul.extraEnv" -}}
+{{- range $name, $value := . }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts every Skyhaul container has: the scenario, /tmp and /data. */}}
+{{- define "skyhaul.volumeMounts" -}}
+- name: scenario
+  mountPath: /etc/skyhaul
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+- name: {{ . }}
+  mountPath: /data
+{{- end }}
+
+{{/* Pod-level settings shared by Skyhaul, Redis and Jaeger pods. */}}
+{{- define "skyhaul.podCommon" -}}
+automountServiceAccountToken: false
+# Service links would inject SKYHAUL_ORBIT_PORT=tcp://... and similar into the SKYHAUL_* namespace.
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Workload instances of a component, as a YAML list: orbit and links run once; region once per
+scenario region; mdc once per scenario data center (with its home region). Args: (dict "ctx" $
+"component" name).
+*/}}
+{{- define "skyhaul.instances" -}}
+{{- $scenario := .ctx.Values.scenario }}
+{{- if eq .component "region" }}
+{{- range $scenario.regions }}
+- id: {{ .id | quote }}
+{{- end }}
+{{- else if eq .component "mdc" }}
+{{- range $scenario.data_centers }}
+- id: {{ .id | quote }}
+  homeRegion: {{ .home_region | quote }}
+{{- end }}
+{{- else }}
+- id: ""
+{{- end }}
+{{- end }}
+
+{{/*
+The scenario as the services load it: .Values.scenario with the default constellation filled in
+when values name none (see the constellation comment in values.yaml).
+*/}}
+{{- define "skyhaul.scenario" -}}
+{{- $scenario := deepCopy .Values.scenario }}
+{{- $constellation := default dict $scenario.constellation }}
+{{- if not (or $constellation.preset $constellation.tle_file $constellation.shells) }}
+{{- $_ := set $constellation "preset" "starlink-2020-10" }}
+{{- end }}
+{{- $_ := set $scenario "constellation" $constellation }}
+{{- toYaml $scenario }}
+{{- end }}

@@ -1,0 +1,21 @@
+"""Chart checks need a helm binary; without one every test here is skipped, saying how to get it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chartlib import helm_binary
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    if helm_binary() is not None:
+        return
+    skip = pytest.mark.skip(
+        reason="no helm binary on PATH or in .tools/bin: run deploy/fetch-helm.sh (CI does)"
+    )
+    for item in items:
+        if item.path.parent == HERE:
+            item.add_marker(skip)
