@@ -1,0 +1,558 @@
+"""The Redis event bus: protobuf `LinkEvent`s on versioned channels, with no gap and no duplicate.
+
+Keys for a channel C (default `skyhaul.v1.link-events`):
+
+- `C`         pub/sub channel; each message is a serialized `skyhaul.v1.LinkEvent`;
+- `C:log`     capped stream of the same events, entry id `<sequence>-0`, field `e`;
+- `C:latest`  the latest `skyhaul.v1.LinkStateSnapshot` (its `sequence` = last event folded in).
+
+The publisher writes all three in one MULTI/EXEC, so an event is in the log before any subscriber
+can hear of it. Sequences continue from what Redis holds (a restarted publisher never reuses a
+number; `run_id` tells runs apart).
+
+The subscriber subscribes first, then replays the log after the last sequence it has seen, then
+follows pub/sub: duplicates are dropped and a gap is filled from the log. When the log has been
+trimmed past the gap, the subscriber yields one `LinkEvent` whose body is the latest snapshot
+(sequence = the snapshot's), so the consumer replaces its state instead of patching it; events
+after it follow as usual. If Redis itself lost its state (restart without persistence) and a new
+publisher run starts again at 1, the subscriber notices and starts over from the log.
+
+Each event carries the W3C trace context of its `publish` span; the subscriber records a
+`receive` span as its child, so one trace spans publisher and subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import redis.asyncio as aioredis
+from google.protobuf.message import DecodeError
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from skyhaul.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+LINK_EVENTS_CHANNEL = "skyhaul.v1.link-events"
+EVENT_FIELD = b"e"
+DEFAULT_LOG_MAXLEN = 10_000
+
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+_REPLAY_BATCH = 500
+_TRACER_NAME = "skyhaul.runtime.bus"
+
+
+def log_key(channel: str) -> str:
+    return f"{channel}:log"
+
+
+def latest_key(channel: str) -> str:
+    return f"{channel}:latest"
+
+
+def _entry_sequence(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[0])
+
+
+def _tracer(tracer_provider: trace.TracerProvider | None) -> trace.Tracer:
+    if tracer_provider is not None:
+        return tracer_provider.get_tracer(_TRACER_NAME)
+    return trace.get_tracer(_TRACER_NAME)
+
+
+async def _read_snapshot(client: aioredis.Redis, channel: str) -> events_pb2.LinkStateSnapshot | None:
+    raw = await client.get(latest_key(channel))
+    if raw is None:
+        return None
+    snapshot = events_pb2.LinkStateSnapshot()
+    try:
+        snapshot.ParseFromString(raw)
+    except DecodeError:
+        log.warning("ignoring undecodable snapshot under %s", latest_key(channel))
+        return None
+    return snapshot
+
+
+async def _newest_logged_sequence(client: aioredis.Redis, channel: str) -> int:
+    newest = await client.xrevrange(log_key(channel), count=1)
+    return _entry_sequence(newest[0][0]) if newest else 0
+
+
+async def redis_ping(url: str, timeout: float = 1.0) -> bool:  # noqa: ASYNC109 - also the socket timeouts
+    """True when the Redis at `url` answers PING within `timeout` seconds (for health checks)."""
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return bool(await asyncio.wait_for(client.ping(), timeout))
+    except Exception:  # any failure means "not healthy"; the caller only needs a yes or no
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+class EventPublisher:
+    """Publishes `LinkEvent`s (and optionally the latest snapshot) on one channel.
+
+    Raises redis.exceptions.ConnectionError when Redis is unreachable. A connection lost while
+    EXEC is in flight may or may not have published; publishing again then delivers the event
+    twice under two sequences (at least once, never silently lost).
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        channel: str = LINK_EVENTS_CHANNEL,
+        run_id: str | None = None,
+        log_maxlen: int = DEFAULT_LOG_MAXLEN,
+        *,
+        approximate_trim: bool = True,
+        tracer_provider: trace.TracerProvider | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if log_maxlen < 1:
+            raise ValueError(f"log_maxlen: {log_maxlen} must be at least 1")
+        self.channel = channel
+        self.run_id = run_id or uuid.uuid4().hex
+        self.log_maxlen = log_maxlen
+        self.approximate_trim = approximate_trim  # exact trimming costs more; tests want it exact
+        self._client = aioredis.Redis.from_url(
+            redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
+        )
+        self._tracer = _tracer(tracer_provider)
+        self._lock = asyncio.Lock()  # one publish at a time keeps sequence order = publish order
+        # Kept in memory too: if Redis restarts empty under a running publisher, numbering goes on.
+        self._last_sequence = 0
+
+    async def publish(
+        self, event: events_pb2.LinkEvent, snapshot: events_pb2.LinkStateSnapshot | None = None
+    ) -> int:
+        """Assign the next sequence and publish; returns it.
+
+        Sets `event.sequence`, `run_id`, `published_at` and `trace_context` in place, and
+        `snapshot.sequence` / `run_id` when a snapshot is given (stored as the latest state).
+        """
+        attributes = {"messaging.system": "redis", "messaging.destination.name": self.channel}
+        with self._tracer.start_as_current_span(
+            f"publish {self.channel}", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            event.run_id = self.run_id
+            event.published_at.FromNanoseconds(time.time_ns())
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            event.trace_context.clear()
+            event.trace_context.update(carrier)
+            async with self._lock:
+                sequence = await self._commit(event, snapshot)
+            span.set_attribute("skyhaul.sequence", sequence)
+        return sequence
+
+    async def _commit(
+        self, event: events_pb2.LinkEvent, snapshot: events_pb2.LinkStateSnapshot | None
+    ) -> int:
+        stream = log_key(self.channel)
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    # WATCH makes EXEC fail if another publisher appended meanwhile: then renumber.
+                    await pipe.watch(stream)
+                    stored = await _newest_logged_sequence(pipe, self.channel)
+                    if stored == 0:
+                        # An empty log (new, or deleted): the snapshot still remembers the numbering.
+                        stored_snapshot = await _read_snapshot(pipe, self.channel)
+                        stored = stored_snapshot.sequence if stored_snapshot is not None else 0
+                    sequence = max(stored, self._last_sequence) + 1
+                    event.sequence = sequence
+                    payload = event.SerializeToString()
+                    pipe.multi()
+                    pipe.xadd(
+                        stream,
+                        {EVENT_FIELD: payload},
+                        id=f"{sequence}-0",
+                        maxlen=self.log_maxlen,
+                        approximate=self.approximate_trim,
+                    )
+                    if snapshot is not None:
+                        snapshot.sequence = sequence
+                        snapshot.run_id = self.run_id
+                        pipe.set(latest_key(self.channel), snapshot.SerializeToString())
+                    pipe.publish(self.channel, payload)
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                self._last_sequence = sequence
+                return sequence
+
+    async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
+        return await _read_snapshot(self._client, self.channel)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except _CONNECTION_ERRORS:
+            return False
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> EventPublisher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class EventSubscriber:
+    """Follows a channel: `async for event in subscriber.events()`, gap-free by sequence.
+
+    `after_sequence`: yield events with a greater sequence (0 = everything the log holds; a
+    restarted consumer passes the last sequence it processed). `None` = start from the latest
+    snapshot (yielded first as a snapshot event), or from the log's start when there is none.
+
+    Reconnects by itself with capped exponential backoff; `connected` (and the
+    `on_connection_change(bool)` callback) says whether it currently follows Redis, for health.
+    Stop it by cancelling the task that iterates, or break out of the loop and call `aclose()`.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        channel: str = LINK_EVENTS_CHANNEL,
+        after_sequence: int | None = 0,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        on_connection_change: Callable[[bool], None] | None = None,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        timeout: float = 5.0,
+        liveness_interval: float = 5.0,
+    ) -> None:
+        if after_sequence is not None and after_sequence < 0:
+            raise ValueError(f"after_sequence: {after_sequence} must be >= 0 (or None)")
+        self.redis_url = redis_url
+        self.channel = channel
+        self._from_snapshot = after_sequence is None
+        self._last = after_sequence or 0
+        self._tracer = _tracer(tracer_provider)
+        self._on_connection_change = on_connection_change
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._timeout = timeout
+        # With no traffic, PING after this long; no answer for 3x as long means a dead link.
+        self._liveness_interval = liveness_interval
+        self._connected = False
+        self._ever_connected = False
+        self._closed = False
+        self._iterating = False
+        self._client: aioredis.Redis | None = None  # the follow loop's, replaced on every reconnect
+        self._pubsub = None
+        self._query_client: aioredis.Redis | None = None
+        self._recent_runs: deque[str] = deque(maxlen=16)
+        self._iterators: weakref.WeakSet = weakref.WeakSet()  # a weak hold: abandoned ones still close
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def last_sequence(self) -> int:
+        """Sequence of the last event yielded (or `after_sequence` before the first)."""
+        return self._last
+
+    def __aiter__(self) -> AsyncIterator[events_pb2.LinkEvent]:
+        return self.events()
+
+    async def events(self) -> AsyncIterator[events_pb2.LinkEvent]:
+        inner = self.events_with_context()
+        try:
+            async for event, _ in inner:
+                yield event
+        finally:
+            await inner.aclose()
+
+    def events_with_context(self) -> AsyncIterator[tuple[events_pb2.LinkEvent, Context]]:
+        """(event, context) pairs; the context holds the `receive` span, so a consumer that wants its
+        own processing in the same trace starts its span with `context=` it (or attaches it)."""
+        iterator = self._follow()
+        self._iterators.add(iterator)
+        return iterator
+
+    async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
+        """The snapshot under the latest key now (its own connection, independent of the follow loop)."""
+        if self._query_client is None:
+            self._query_client = aioredis.Redis.from_url(
+                self.redis_url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
+            )
+        return await _read_snapshot(self._query_client, self.channel)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for iterator in list(self._iterators):
+            with contextlib.suppress(RuntimeError):  # running in another task: cancel that task instead
+                await iterator.aclose()
+        self._iterators.clear()
+        await self._teardown()
+        self._set_connected(False)
+        if self._query_client is not None:
+            await self._query_client.aclose()
+            self._query_client = None
+
+    async def __aenter__(self) -> EventSubscriber:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _follow(self) -> AsyncIterator[tuple[events_pb2.LinkEvent, Context]]:
+        if self._iterating:
+            raise RuntimeError("an EventSubscriber can be iterated only once at a time")
+        self._iterating = True
+        backoff = self._initial_backoff
+        try:
+            while not self._closed:
+                try:
+                    await self._connect()
+                    backoff = self._initial_backoff
+                    async for event in self._resume():
+                        yield self._received(event)
+                    async for event in self._listen():
+                        yield self._received(event)
+                except _CONNECTION_ERRORS as exc:
+                    if self._closed:
+                        break
+                    self._lost(exc)
+                    await self._teardown()
+                    # Jitter keeps many subscribers from reconnecting in lockstep.
+                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, self._max_backoff)
+        finally:
+            self._iterating = False
+            await self._teardown()
+            self._set_connected(False)
+
+    async def _connect(self) -> None:
+        await self._teardown()
+        # No retries inside redis-py: a silent reconnect would hide the gap we must replay.
+        self._client = aioredis.Redis.from_url(
+            self.redis_url,
+            socket_connect_timeout=self._timeout,
+            socket_timeout=self._timeout,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._pubsub = self._client.pubsub()
+        await self._pubsub.subscribe(self.channel)
+        # The SUBSCRIBE must be in effect before the log is read, or an event published in between
+        # would be neither replayed nor heard.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            message = await self._pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message["type"] == "subscribe":
+                break
+            if time.monotonic() >= deadline:
+                raise RedisTimeoutError(f"no SUBSCRIBE confirmation from {self.redis_url}")
+        self._set_connected(True)
+
+    async def _resume(self) -> AsyncIterator[events_pb2.LinkEvent]:
+        """After (re)connecting: detect lost Redis state, start from the snapshot if asked, replay."""
+        if self._last > 0 and await _newest_logged_sequence(self._client, self.channel) < self._last:
+            self._restart_numbering()
+        if self._from_snapshot:
+            self._from_snapshot = False
+            snapshot_event = await self._snapshot_event()
+            if snapshot_event is not None:
+                self._advance(snapshot_event)
+                yield snapshot_event
+        async for event in self._replay():
+            yield event
+
+    async def _listen(self) -> AsyncIterator[events_pb2.LinkEvent]:
+        last_heard = time.monotonic()
+        ping_sent = False
+        while True:
+            message = await self._pubsub.get_message(timeout=min(1.0, self._liveness_interval))
+            now = time.monotonic()
+            if message is None:
+                silent = now - last_heard
+                if silent > 3 * self._liveness_interval:
+                    raise RedisTimeoutError(f"no answer from {self.redis_url} for {silent:.0f} s")
+                if silent > self._liveness_interval and not ping_sent:
+                    await self._pubsub.ping()
+                    ping_sent = True
+                continue
+            last_heard, ping_sent = now, False
+            if message["type"] != "message":
+                continue
+            event = events_pb2.LinkEvent()
+            try:
+                event.ParseFromString(message["data"])
+            except DecodeError:
+                log.warning("ignoring an undecodable message on %s", self.channel)
+                continue
+            async for accepted in self._accept(event):
+                yield accepted
+
+    async def _accept(self, event: events_pb2.LinkEvent) -> AsyncIterator[events_pb2.LinkEvent]:
+        sequence = event.sequence
+        if sequence <= self._last:
+            # A duplicate, unless a new publisher run restarted the numbering on an emptied Redis.
+            if event.run_id in self._recent_runs or not event.run_id:
+                return
+            if await _newest_logged_sequence(self._client, self.channel) >= self._last:
+                return
+            self._restart_numbering()
+            async for replayed in self._replay():
+                yield replayed
+            return
+        if sequence == self._last + 1:
+            self._advance(event)
+            yield event
+            return
+        async for replayed in self._replay():
+            yield replayed
+        if sequence > self._last:
+            # The log did not even hold this event (deleted under us): bridge with the snapshot.
+            snapshot_event = await self._snapshot_event()
+            if snapshot_event is not None and self._last < snapshot_event.sequence < sequence:
+                self._advance(snapshot_event)
+                yield snapshot_event
+            self._warn_if_gap(sequence)
+            self._advance(event)
+            yield event
+
+    async def _replay(self) -> AsyncIterator[events_pb2.LinkEvent]:
+        """Yield what the log holds after the last sequence; bridge a trimmed gap with the snapshot."""
+        stream = log_key(self.channel)
+        while True:
+            entries = await self._client.xrange(
+                stream, min=f"{self._last + 1}-0", max="+", count=_REPLAY_BATCH
+            )
+            for entry_id, fields in entries:
+                sequence = _entry_sequence(entry_id)
+                if sequence <= self._last:
+                    continue
+                if sequence > self._last + 1:
+                    snapshot_event = await self._snapshot_event()
+                    if snapshot_event is not None and snapshot_event.sequence > self._last:
+                        self._warn_if_gap(snapshot_event.sequence, resync=True)
+                        self._advance(snapshot_event)
+                        yield snapshot_event
+                        if sequence <= self._last:
+                            continue
+                    self._warn_if_gap(sequence)
+                event = events_pb2.LinkEvent()
+                try:
+                    event.ParseFromString(fields[EVENT_FIELD])
+                except (DecodeError, KeyError):
+                    log.warning("ignoring undecodable log entry %s in %s", entry_id, stream)
+                    continue
+                self._advance(event)
+                yield event
+            if len(entries) < _REPLAY_BATCH:
+                return
+
+    async def _snapshot_event(self) -> events_pb2.LinkEvent | None:
+        snapshot = await _read_snapshot(self._client, self.channel)
+        if snapshot is None:
+            return None
+        event = events_pb2.LinkEvent(sequence=snapshot.sequence, run_id=snapshot.run_id)
+        event.emulated_time.CopyFrom(snapshot.emulated_time)
+        event.snapshot.CopyFrom(snapshot)
+        return event
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _advance(self, event: events_pb2.LinkEvent) -> None:
+        self._last = event.sequence
+        if event.run_id and event.run_id not in self._recent_runs:
+            self._recent_runs.append(event.run_id)
+
+    def _warn_if_gap(self, next_sequence: int, resync: bool = False) -> None:
+        if next_sequence <= self._last + 1:
+            return
+        if resync:
+            log.info(
+                "events %d..%d left the log; resynchronising from the snapshot at %d",
+                self._last + 1,
+                next_sequence,
+                next_sequence,
+            )
+        else:
+            log.warning("events %d..%d are lost (not in log or snapshot)", self._last + 1, next_sequence - 1)
+
+    def _restart_numbering(self) -> None:
+        log.warning(
+            "Redis no longer holds sequence %d on %s (restarted empty?); following the new numbering",
+            self._last,
+            self.channel,
+        )
+        self._last = 0
+        self._recent_runs.clear()
+
+    def _received(self, event: events_pb2.LinkEvent) -> tuple[events_pb2.LinkEvent, Context]:
+        parent = propagate.extract(dict(event.trace_context), context=Context())
+        span = self._tracer.start_span(
+            f"receive {self.channel}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "redis",
+                "messaging.destination.name": self.channel,
+                "skyhaul.sequence": event.sequence,
+                "skyhaul.resync": event.WhichOneof("body") == "snapshot",
+            },
+        )
+        span.end()
+        return event, trace.set_span_in_context(span, parent)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self._connected:
+            return
+        self._connected = connected
+        if connected:
+            log.info("%s to %s", "reconnected" if self._ever_connected else "subscribed", self.channel)
+            self._ever_connected = True
+        if self._on_connection_change is not None:
+            try:
+                self._on_connection_change(connected)
+            except Exception:  # a faulty health hook must not stop the subscription
+                log.exception("on_connection_change callback failed")
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._connected:
+            log.warning(
+                "lost Redis subscription to %s: %s; reconnecting",
+                self.channel,
+                str(exc) or type(exc).__name__,
+            )
+        else:
+            log.debug("still cannot reach Redis for %s: %s", self.channel, exc)
+        self._set_connected(False)
+
+    async def _teardown(self) -> None:
+        pubsub, client = self._pubsub, self._client
+        self._pubsub = self._client = None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
