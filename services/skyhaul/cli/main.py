@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = (
     "skyhaul.cli.system",
     "skyhaul.cli.k8s",
+    "skyhaul.cli.orbit",
 )
 
 DESCRIPTION = """\

@@ -98,7 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from skyhaul.runtime.launcher import LaunchError, Launcher
+    from skyhaul.runtime.launcher import Launcher, LaunchError
     from skyhaul.runtime.scenario import ScenarioError
 
     run_dir = Path(args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
