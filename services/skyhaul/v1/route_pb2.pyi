@@ -207,7 +207,8 @@ class Route(_message.Message):
     @_builtins.property
     def samples_start(self) -> _timestamp_pb2.Timestamp:
         """One-way delay along these hops as the satellites move through the slot: sample k is at
-        samples_start + k * samples_step. The terminal interpolates between samples.
+        samples_start + k * samples_step. The terminal interpolates between samples. A NaN sample
+        means no route at that time (the held satellite set before the slot ended): an outage.
         """
 
     @_builtins.property

@@ -1,0 +1,412 @@
+"""Routes over one step's graph: satellites + terminals + gateways + regions, weighted by delay.
+
+Nodes, in this order: satellites [0, N), terminals, gateways, regions (``NodeLayout``). Directed
+edges: terminal → satellite (uplink, only to the satellites the scheduler allows), satellite ↔
+satellite (ISL), satellite → gateway (downlink), gateway → its region (fibre). Ground nodes have no
+edge back into space, so no route transits a terminal or gateway; in bent-pipe mode (no ISLs) every
+route is terminal → satellite → gateway → region. Weights are one-way delays in seconds: distance
+/ c in space and air, great-circle × route factor at c / 1.47 in fibre.
+
+One ``scipy.sparse.csgraph.dijkstra`` call per step gives every terminal's tree. Ties: an ideal
+Walker shell has many paths of exactly equal length, and which one Dijkstra returns would hinge
+on rounding. Each edge into node v carries a fixed extra ``TIE_EPSILON_S`` × u_v, with u_v in
+[1, 2) a fixed pseudo-random function of v (golden-ratio sequence): ~1e-12 s, far below anything
+physical (reported delays have it taken out again) and far above rounding (~1e-17 s), so equal
+paths are ordered the same way at every step and a route does not flap between them.
+
+Paths are arrays of node ids, right-aligned: the region is last, shorter paths are padded with -1
+in front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from skyhaul.core.constants import C_KM_S
+from skyhaul.core.isl import IslLinks, segment_min_altitude_km
+
+UPLINK, ISL, DOWNLINK, FIBRE = "uplink", "isl", "downlink", "fibre"
+SATELLITE_KIND, TERMINAL_KIND, GATEWAY_KIND, REGION_KIND = 0, 1, 2, 3
+TIE_EPSILON_S = 1e-12
+_GOLDEN = 0.6180339887498949
+
+
+def tie_epsilon_s(n_nodes: int) -> np.ndarray:
+    """The fixed per-node tie-break weight (added to every edge into the node)."""
+    u = np.modf(np.arange(n_nodes, dtype=float) * _GOLDEN + 0.5)[0]
+    return TIE_EPSILON_S * (1.0 + u)
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    n_sats: int
+    n_terminals: int
+    n_gateways: int
+    n_regions: int
+
+    @property
+    def terminal0(self) -> int:
+        return self.n_sats
+
+    @property
+    def gateway0(self) -> int:
+        return self.n_sats + self.n_terminals
+
+    @property
+    def region0(self) -> int:
+        return self.n_sats + self.n_terminals + self.n_gateways
+
+    @property
+    def n_nodes(self) -> int:
+        return self.region0 + self.n_regions
+
+    @property
+    def n_ground(self) -> int:
+        return self.n_terminals + self.n_gateways
+
+    def kind(self, nodes) -> np.ndarray:
+        """SATELLITE_KIND, TERMINAL_KIND, GATEWAY_KIND or REGION_KIND per node; -1 for padding."""
+        v = np.asarray(nodes)
+        return np.select(
+            [v < 0, v < self.terminal0, v < self.gateway0, v < self.region0, v < self.n_nodes],
+            [-1, SATELLITE_KIND, TERMINAL_KIND, GATEWAY_KIND, REGION_KIND],
+            -1,
+        )
+
+
+@dataclass(frozen=True)
+class GroundLinks:
+    """Allowed ground-satellite links at one step: (ground node index, satellite, length km)."""
+
+    up_terminal: np.ndarray
+    up_sat: np.ndarray
+    up_km: np.ndarray
+    down_sat: np.ndarray
+    down_gateway: np.ndarray
+    down_km: np.ndarray
+
+
+def ground_links(
+    allowed_up: np.ndarray, allowed_down: np.ndarray, ground_r_km: np.ndarray, sat_r_km: np.ndarray
+) -> GroundLinks:
+    """Edge lists from allowed masks: terminals (T, N) and gateways (Gw, N); ground_r (T+Gw, 3)."""
+    n_term = allowed_up.shape[0]
+    ut, us = np.nonzero(allowed_up)
+    dg, ds = np.nonzero(allowed_down)
+    up_km = np.linalg.norm(sat_r_km[us] - ground_r_km[ut], axis=1)
+    down_km = np.linalg.norm(sat_r_km[ds] - ground_r_km[n_term + dg], axis=1)
+    return GroundLinks(ut, us, up_km, ds, dg, down_km)
+
+
+def build_graph(
+    layout: NodeLayout,
+    links: GroundLinks,
+    isl: IslLinks,
+    fibre_delay_s: np.ndarray,
+    gateway_region: np.ndarray,
+) -> csr_matrix:
+    """The step's directed delay graph (seconds, plus the tie-break epsilon) as CSR."""
+    n = layout.n_nodes
+    gw_nodes = layout.gateway0 + np.arange(layout.n_gateways)
+    rows = np.concatenate(
+        [layout.terminal0 + links.up_terminal, isl.i, isl.j, links.down_sat, gw_nodes]
+    ).astype(np.int64)
+    cols = np.concatenate(
+        [links.up_sat, isl.j, isl.i, layout.gateway0 + links.down_gateway, layout.region0 + gateway_region]
+    ).astype(np.int64)
+    isl_s = isl.length_km / C_KM_S
+    weights = np.concatenate(
+        [links.up_km / C_KM_S, isl_s, isl_s, links.down_km / C_KM_S, np.asarray(fibre_delay_s, float)]
+    )
+    weights = weights + tie_epsilon_s(n)[cols]
+    return csr_matrix((weights, (rows, cols)), shape=(n, n))
+
+
+def shortest_trees(graph: csr_matrix, layout: NodeLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Dijkstra from every terminal in one call: (dist (T, n_nodes), predecessors (T, n_nodes))."""
+    sources = layout.terminal0 + np.arange(layout.n_terminals)
+    if sources.size == 0:
+        return np.zeros((0, layout.n_nodes)), np.zeros((0, layout.n_nodes), dtype=np.int32)
+    dist, pred = dijkstra(graph, directed=True, indices=sources, return_predecessors=True)
+    return dist, pred
+
+
+def extract_paths(pred: np.ndarray, layout: NodeLayout, reachable: np.ndarray) -> np.ndarray:
+    """Node paths terminal → … → region for every (terminal, region): (T, R, H).
+
+    Right-aligned: the region is always last and shorter paths are padded with -1 at the front
+    (no per-row reversal needed). Walks all predecessor chains at once (a loop over hop count,
+    vectorised over pairs).
+    """
+    n_t, n_r = layout.n_terminals, layout.n_regions
+    if n_t == 0 or n_r == 0:
+        return np.full((n_t, n_r, 0), -1, dtype=np.int64)
+    n = pred.shape[1]
+    pred_flat = pred.ravel()
+    # Flat index of (t, node) is t·n + node. A finished or unreachable chain parks on its own source
+    # terminal, whose predecessor entry is negative (scipy's "none"), so every gather stays valid.
+    row0 = (np.arange(n_t, dtype=np.int64) * n)[:, None]
+    park = row0 + layout.terminal0 + np.arange(n_t)[:, None]
+    cur = np.where(reachable, row0 + layout.region0 + np.arange(n_r)[None, :], park)
+    backwards = [np.where(reachable, cur - row0, -1)]
+    while True:
+        nxt = pred_flat[cur]
+        alive = nxt >= 0
+        if not alive.any():
+            break
+        backwards.append(np.where(alive, nxt, -1))
+        cur = np.where(alive, row0 + nxt, park)
+    return np.stack(backwards[::-1], axis=-1).astype(np.int64, copy=False)
+
+
+@dataclass
+class PathEvaluation:
+    """Delays along fixed paths at K times. delay_s (K, P) is NaN where a path is broken."""
+
+    delay_s: np.ndarray
+    segment_km: np.ndarray  # (K, P, H - 1), NaN for padding and fibre
+    usable: np.ndarray  # (K, P)
+
+
+def evaluate_paths(
+    paths: np.ndarray,
+    layout: NodeLayout,
+    sat_positions: Callable[[np.ndarray], np.ndarray],
+    ground_r_km: np.ndarray,
+    ground_up: np.ndarray,
+    min_elevation_deg: np.ndarray,
+    fibre_delay_s: np.ndarray,
+    isl_min_altitude_km: float = 80.0,
+) -> PathEvaluation:
+    """Re-evaluate fixed paths (P, H) at K times with moved satellites (any -1 padding).
+
+    ``sat_positions(sat_ids (M,)) -> (K, M, 3)``; ground_r_km / ground_up (K, T+Gw, 3). A path is
+    unusable at a time when its uplink or downlink satellite is below the ground node's mask or an
+    ISL's line of sight dips below ``isl_min_altitude_km``; its delay is then NaN.
+    """
+    paths = np.asarray(paths, dtype=np.int64)
+    n_p, h = paths.shape
+    k_count = ground_r_km.shape[0]
+    if n_p == 0 or h < 2:
+        nan = np.full((k_count, n_p), np.nan)
+        return PathEvaluation(
+            nan, np.full((k_count, n_p, max(h - 1, 0)), np.nan), np.zeros((k_count, n_p), bool)
+        )
+    kind = layout.kind(paths)
+    is_sat = kind == SATELLITE_KIND
+    sats, local = np.unique(paths[is_sat], return_inverse=True)
+    sat_r = sat_positions(sats) if sats.size else np.zeros((k_count, 0, 3))
+    pts = np.full((k_count, n_p, h, 3), np.nan)
+    pi, hi = np.nonzero(is_sat)
+    pts[:, pi, hi] = sat_r[:, local]
+    ground = (kind == TERMINAL_KIND) | (kind == GATEWAY_KIND)
+    gi, gh = np.nonzero(ground)
+    gidx = paths[gi, gh] - layout.terminal0
+    pts[:, gi, gh] = ground_r_km[:, gidx]
+
+    a, b = pts[:, :, :-1], pts[:, :, 1:]
+    seg_km = np.linalg.norm(b - a, axis=-1)  # NaN where either end has no position
+    ka, kb = kind[:, :-1], kind[:, 1:]
+    space = ((ka == TERMINAL_KIND) & (kb == SATELLITE_KIND)) | (ka == SATELLITE_KIND)
+    space &= kb != REGION_KIND
+    space &= kb >= 0
+    has_path = paths[:, -1] >= 0  # right-aligned: the region is last
+    delay = np.where(space[None], seg_km, 0.0).sum(axis=-1) / C_KM_S
+    fib = (ka == GATEWAY_KIND) & (kb == REGION_KIND)
+    fp, fh = np.nonzero(fib)
+    fibre = np.zeros(n_p)
+    fibre[fp] = np.asarray(fibre_delay_s)[paths[fp, fh] - layout.gateway0]
+    delay = delay + fibre[None, :]
+
+    usable = has_path[None, :] & np.isfinite(delay)
+    # Ground-satellite links above the mask: uplink (terminal, sat) and downlink (sat, gateway).
+    up_p, up_h = np.nonzero((ka == TERMINAL_KIND) & (kb == SATELLITE_KIND))
+    dn_p, dn_h = np.nonzero((ka == SATELLITE_KIND) & (kb == GATEWAY_KIND))
+    for gp, gh_, sat_h in ((up_p, up_h, up_h + 1), (dn_p, dn_h + 1, dn_h)):
+        if gp.size == 0:
+            continue
+        g_node = paths[gp, gh_] - layout.terminal0
+        d = pts[:, gp, sat_h] - ground_r_km[:, g_node]
+        sin_el = np.einsum("kpc,kpc->kp", d, ground_up[:, g_node]) / np.linalg.norm(d, axis=-1)
+        ok = sin_el >= np.sin(np.radians(min_elevation_deg[g_node]))[None, :]
+        bad = np.zeros((k_count, n_p), dtype=bool)
+        np.logical_or.at(bad.T, gp, ~ok.T)
+        usable &= ~bad
+    ip, ih = np.nonzero((ka == SATELLITE_KIND) & (kb == SATELLITE_KIND))
+    if ip.size:
+        alt = segment_min_altitude_km(pts[:, ip, ih], pts[:, ip, ih + 1])
+        ok = np.isfinite(alt) & (alt >= isl_min_altitude_km)
+        bad = np.zeros((k_count, n_p), dtype=bool)
+        np.logical_or.at(bad.T, ip, ~ok.T)
+        usable &= ~bad
+    delay = np.where(usable, delay, np.nan)
+    seg_out = np.where(space[None], seg_km, np.nan)
+    return PathEvaluation(delay, seg_out, usable)
+
+
+@dataclass(frozen=True)
+class Hop:
+    kind: str  # uplink | isl | downlink | fibre
+    src: str
+    dst: str
+    distance_km: float
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Route:
+    """One terminal → region route at one time."""
+
+    terminal_id: str
+    region_id: str
+    t_unix: float
+    available: bool
+    one_way_delay_s: float  # NaN when not available
+    hops: tuple[Hop, ...]
+    satellites: tuple[int, ...]
+    gateway_id: str | None
+    capacity_up_mbps: float
+    capacity_down_mbps: float
+    decided_at: float  # when the path was chosen (slot start, or t in continuous mode)
+    handover: bool = False  # the terminal's satellite changed at this slot's start
+
+    @property
+    def rtt_s(self) -> float:
+        return 2.0 * self.one_way_delay_s
+
+    @property
+    def first_satellite(self) -> int:
+        return self.satellites[0] if self.satellites else -1
+
+
+@dataclass
+class StepRoutes:
+    """Routes of every (terminal, region) chosen at one decision time."""
+
+    t_unix: float
+    paths: np.ndarray  # (T, R, H) node ids, right-aligned (region last), -1 padded in front
+    delay_s: np.ndarray  # (T, R) true one-way delay at the decision time, NaN = no route
+    first_sat: np.ndarray  # (T, R), -1 = none
+    gateway: np.ndarray  # (T, R) gateway index, -1 = none
+    capacity_up_mbps: np.ndarray  # (T, R)
+    capacity_down_mbps: np.ndarray  # (T, R)
+
+    @property
+    def available(self) -> np.ndarray:
+        return np.isfinite(self.delay_s)
+
+
+def route_capacities(
+    first_sat: np.ndarray,
+    gateway: np.ndarray,
+    uplink_mbps: np.ndarray,
+    downlink_mbps: np.ndarray,
+    gateway_capacity_mbps: np.ndarray,
+    beam_capacity_mbps: float,
+    n_sats: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bottleneck (up, down) per (terminal, region): terminal rate, its share of the first
+    satellite's beam, its share of the gateway — shares proportional to the terminals' rates among
+    the distinct terminals on that satellite / gateway."""
+    n_t, n_r = first_sat.shape
+    up = np.zeros((n_t, n_r))
+    down = np.zeros((n_t, n_r))
+    ok = (first_sat >= 0) & (gateway >= 0)
+    if not ok.any():
+        return up, down
+    ti, ri = np.nonzero(ok)
+    sat = first_sat[ti, ri]
+    gw = gateway[ti, ri]
+    # Distinct (terminal, satellite) and (terminal, gateway) users: a terminal whose routes to
+    # several regions share a satellite or gateway counts once there.
+    ts_key = np.unique(ti * n_sats + sat)
+    ts = np.stack([ts_key // n_sats, ts_key % n_sats], axis=1)
+    n_gw = len(gateway_capacity_mbps)
+    tg_key = np.unique(ti * n_gw + gw)
+    tg = np.stack([tg_key // n_gw, tg_key % n_gw], axis=1)
+    results = []
+    for demand in (np.asarray(uplink_mbps, float), np.asarray(downlink_mbps, float)):
+        sat_total = np.bincount(ts[:, 1], weights=demand[ts[:, 0]], minlength=n_sats)
+        gw_total = np.bincount(tg[:, 1], weights=demand[tg[:, 0]], minlength=n_gw)
+        beam_share = beam_capacity_mbps * demand[ti] / sat_total[sat]
+        gw_share = np.asarray(gateway_capacity_mbps, float)[gw] * demand[ti] / gw_total[gw]
+        out = np.zeros((n_t, n_r))
+        out[ti, ri] = np.minimum(np.minimum(demand[ti], beam_share), gw_share)
+        results.append(out)
+    return results[0], results[1]
+
+
+def solve_step(
+    t_unix: float,
+    layout: NodeLayout,
+    sat_r_km: np.ndarray,
+    ground_r_km: np.ndarray,
+    allowed_up: np.ndarray,
+    allowed_down: np.ndarray,
+    isl: IslLinks,
+    fibre_delay_s: np.ndarray,
+    gateway_region: np.ndarray,
+    uplink_mbps: np.ndarray,
+    downlink_mbps: np.ndarray,
+    gateway_capacity_mbps: np.ndarray,
+    beam_capacity_mbps: float,
+) -> StepRoutes:
+    """Graph + one Dijkstra call + every (terminal, region) path, delay and capacity."""
+    links = ground_links(allowed_up, allowed_down, ground_r_km, sat_r_km)
+    graph = build_graph(layout, links, isl, fibre_delay_s, gateway_region)
+    dist, pred = shortest_trees(graph, layout)
+    reach = np.isfinite(dist[:, layout.region0 :])
+    paths = extract_paths(pred, layout, reach)
+    n_t, n_r, h = paths.shape
+    first_sat = np.full((n_t, n_r), -1, dtype=np.int64)
+    gateway = np.full((n_t, n_r), -1, dtype=np.int64)
+    delay = np.full((n_t, n_r), np.nan)
+    if reach.any():
+        # Right-aligned paths: terminal at h - length, its satellite next; gateway just before the region.
+        length = (paths >= 0).sum(axis=-1)
+        first = np.take_along_axis(paths, np.clip(h - length + 1, 0, h - 1)[..., None], axis=-1)[..., 0]
+        first_sat = np.where(reach, first, -1)
+        gateway = np.where(reach, paths[..., h - 2] - layout.gateway0, -1)
+        # True delay: Dijkstra's distance minus the tie-break epsilons of the nodes entered (every node
+        # but the source). Rounding of the sum stays ~1e-16 s.
+        eps = tie_epsilon_s(layout.n_nodes)
+        entered = np.where(paths >= 0, eps[np.maximum(paths, 0)], 0.0).sum(axis=-1)
+        source_eps = eps[layout.terminal0 + np.arange(n_t)][:, None]
+        delay = np.where(reach, dist[:, layout.region0 :] - (entered - source_eps), np.nan)
+    up, down = route_capacities(
+        first_sat,
+        gateway,
+        uplink_mbps,
+        downlink_mbps,
+        gateway_capacity_mbps,
+        beam_capacity_mbps,
+        layout.n_sats,
+    )
+    return StepRoutes(t_unix, paths, delay, first_sat, gateway, up, down)
+
+
+__all__ = [
+    "DOWNLINK",
+    "FIBRE",
+    "ISL",
+    "UPLINK",
+    "GroundLinks",
+    "Hop",
+    "NodeLayout",
+    "PathEvaluation",
+    "Route",
+    "StepRoutes",
+    "build_graph",
+    "evaluate_paths",
+    "extract_paths",
+    "ground_links",
+    "route_capacities",
+    "shortest_trees",
+    "solve_step",
+    "tie_epsilon_s",
+]

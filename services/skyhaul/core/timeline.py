@@ -1,0 +1,736 @@
+"""The link model over time: state and routes at a time, and streamed route predictions.
+
+``LinkModel`` ties propagation, visibility, the scheduler, ISLs and routing together:
+
+- A *decision* is taken at the decision time of t (its slot start, or t itself in continuous mode)
+  with the geometry then: candidates, assignments, every (terminal, region) path and capacity.
+- The state at t evaluates the held paths at t with the satellites where they are at t.
+- ``predict`` streams a timeline in bounded chunks. Slotted mode decides once per slot and
+  evaluates the slot's samples along the fixed path, vectorised; satellite positions inside a slot
+  come from cubic Hermite interpolation of the SGP4 states (position and Earth-fixed velocity) at
+  the two slot ends: over 15 s the error is a few centimetres in LEO (a tenth of a picosecond of
+  delay), and it saves propagating every satellite at every sample.
+
+Not thread-safe (it caches geometry and decisions): use one per worker thread, or a lock.
+
+RTT is twice the one-way delay along the held path (the return path is the same path: the graph
+is symmetric and the assignment holds for the slot).
+
+Handovers: the terminal's first-hop satellite changes between two consecutive decisions while a
+route exists in both. The configured stall (ms) is reported per handover; at sample steps of a
+second or more it does not remove samples, so availability does not include it (``stall_s`` in the
+summary does).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from skyhaul.core.constants import C_KM_S
+from skyhaul.core.ground import GroundSegment
+from skyhaul.core.isl import IslLinks, IslTopology
+from skyhaul.core.routing import (
+    FIBRE,
+    Hop,
+    NodeLayout,
+    PathEvaluation,
+    Route,
+    StepRoutes,
+    evaluate_paths,
+    solve_step,
+)
+from skyhaul.core.scheduler import (
+    SchedulerConfig,
+    assign,
+    candidates,
+    elevation_deg,
+    remaining_visibility_s,
+    visible_mask,
+)
+
+
+def hermite(t, ta: float, tb: float, ra, va, rb, vb):
+    """Cubic Hermite interpolation of positions between states (r, v) at ta and tb.
+
+    t (K,), r/v (M, 3) -> (K, M, 3).
+    """
+    h = tb - ta
+    s = ((np.asarray(t, dtype=float) - ta) / h)[:, None, None]
+    s2, s3 = s * s, s * s * s
+    return (
+        (2 * s3 - 3 * s2 + 1) * ra + (s3 - 2 * s2 + s) * h * va + (-2 * s3 + 3 * s2) * rb + (s3 - s2) * h * vb
+    )
+
+
+@dataclass
+class Decision:
+    """What the scheduler and routing chose at one decision time."""
+
+    t_unix: float
+    end_unix: float | None  # slot end (slotted), None (continuous)
+    routes: StepRoutes
+    terminal_sat: np.ndarray  # (T,) the satellite each terminal is on, -1 none
+    allowed_up: np.ndarray  # (T, N)
+    allowed_down: np.ndarray  # (Gw, N)
+    isl_count: int
+
+
+@dataclass
+class LinkState:
+    """Link state at time t (decided at ``decided_at``)."""
+
+    t_unix: float
+    decided_at: float
+    terminal_sat: np.ndarray  # (T,)
+    handover: np.ndarray  # (T,) the terminal's satellite changed at this decision
+    delay_s: np.ndarray  # (T, R) one-way at t along the held path, NaN = outage
+    capacity_up_mbps: np.ndarray  # (T, R), 0 in outage
+    capacity_down_mbps: np.ndarray
+    visible_count: np.ndarray  # (T + Gw,) satellites above each ground node's mask at t
+    isl_count: int  # ISLs active at the decision
+    decision: Decision
+
+    @property
+    def available(self) -> np.ndarray:
+        return np.isfinite(self.delay_s)
+
+
+@dataclass
+class TimelineChunk:
+    """One chunk of a prediction. Arrays are (K, P) for P routes, or (K,) for a single route."""
+
+    t_unix: np.ndarray
+    rtt_ms: np.ndarray  # NaN = no route
+    capacity_up_mbps: np.ndarray
+    capacity_down_mbps: np.ndarray
+    first_sat: np.ndarray  # -1 = no route
+    handover: np.ndarray  # True at the first sample after a boundary where the terminal's satellite changed
+
+    def route(self, p: int) -> TimelineChunk:
+        """The chunk of one route (1-D arrays)."""
+        return TimelineChunk(
+            self.t_unix,
+            self.rtt_ms[:, p],
+            self.capacity_up_mbps[:, p],
+            self.capacity_down_mbps[:, p],
+            self.first_sat[:, p],
+            self.handover[:, p],
+        )
+
+
+class LinkModel:
+    """Scheduler + ISLs + routing over a propagated constellation and a ground segment."""
+
+    def __init__(
+        self,
+        propagator,
+        ground: GroundSegment,
+        config: SchedulerConfig,
+        *,
+        shell: np.ndarray,
+        plane: np.ndarray | None = None,
+        slot: np.ndarray | None = None,
+        reference_time_unix: float | None = None,
+        sat_names: Sequence[str] | None = None,
+        cache_size: int | None = None,
+    ) -> None:
+        if not isinstance(config, SchedulerConfig):
+            raise TypeError("config must be a SchedulerConfig")
+        self.propagator = propagator
+        self.ground = ground
+        self.config = config
+        self._shell = np.asarray(shell)
+        n = self._shell.size
+        self._plane = np.full(n, -1) if plane is None else np.asarray(plane)
+        self._slot = np.full(n, -1) if slot is None else np.asarray(slot)
+        self.n_sats = n
+        self.sat_names = tuple(sat_names) if sat_names is not None else None
+        self.layout = NodeLayout(n, ground.n_terminals, ground.n_gateways, len(ground.regions))
+        self._reference_time = reference_time_unix
+        self._isl: IslTopology | None = None
+        lookahead = int(np.ceil(config.lookahead_horizon_s / config.lookahead_step_s)) + 1
+        self._cache_size = cache_size or (lookahead + 8)
+        self._states: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._decisions: OrderedDict[float, Decision] = OrderedDict()
+        self._ground_cache: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._vis_cache: OrderedDict[float, np.ndarray] = OrderedDict()
+        self._isl_cache: OrderedDict[float, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def from_elements(cls, elements, ground: GroundSegment, config: SchedulerConfig, propagator=None, **kw):
+        """Build from an orbit-core ``ElementSet`` (shell / plane / slot metadata, epoch)."""
+        if propagator is None:
+            from skyhaul.core.propagate import Propagator
+
+            propagator = Propagator(elements)
+        ref = kw.pop("reference_time_unix", None)
+        if ref is None:
+            ref = _element_epoch(elements)
+        names = kw.pop("sat_names", None)
+        if names is None:
+            names = getattr(elements, "names", None)
+        return cls(
+            propagator,
+            ground,
+            config,
+            shell=np.asarray(elements.shell),
+            plane=getattr(elements, "plane", None),
+            slot=getattr(elements, "slot", None),
+            reference_time_unix=ref,
+            sat_names=names,
+            **kw,
+        )
+
+    # ---- geometry (cached per time) ------------------------------------------------------------
+
+    def _propagate(self, t: float, with_velocity: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        res = self.propagator.ecef(float(t), with_velocity=with_velocity)
+        r = np.asarray(res.r_km, dtype=float)
+        v = None
+        if with_velocity:
+            v = np.asarray(getattr(res, "v_km_s", None), dtype=float)
+        return r, v
+
+    def state_vectors(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """(r, v) of every satellite at t, Earth-fixed km and km/s (LRU cached)."""
+        key = float(t)
+        hit = self._states.get(key)
+        if hit is not None:
+            self._states.move_to_end(key)
+            return hit
+        r, v = self._propagate(key, True)
+        self._states[key] = (r, v)
+        if len(self._states) > self._cache_size:
+            self._states.popitem(last=False)
+        return r, v
+
+    def ground_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """(ECEF, up vectors) of every ground node at t."""
+        if not self.ground.has_moving:
+            key = 0.0
+        else:
+            key = float(t)
+        hit = self._ground_cache.get(key)
+        if hit is not None:
+            return hit
+        val = (self.ground.positions_ecef(t), self.ground.up_vectors(t))
+        self._ground_cache[key] = val
+        if len(self._ground_cache) > 8:
+            self._ground_cache.popitem(last=False)
+        return val
+
+    def isl_topology(self, t_hint: float | None = None) -> IslTopology:
+        """The +grid (or empty) ISL topology. Its seam is measured from positions at the elements'
+        epoch, or — without one — at the first time asked about (``t_hint``)."""
+        if self._isl is None:
+            r_ref = None
+            if self.config.isl != "none":
+                t_ref = self._reference_time if self._reference_time is not None else t_hint
+                r_ref = self._propagate(t_ref, False)[0] if t_ref is not None else None
+            self._isl = IslTopology(
+                self.config.isl, self._shell, self._plane, self._slot, r_ref, self.config.isl_min_altitude_km
+            )
+        return self._isl
+
+    def _isl_usable(self, t: float) -> np.ndarray:
+        key = float(t)
+        hit = self._isl_cache.get(key)
+        if hit is None:
+            hit = self.isl_topology(key).usable(self.state_vectors(key)[0])
+            self._isl_cache[key] = hit
+            if len(self._isl_cache) > 3:
+                self._isl_cache.popitem(last=False)
+        return hit
+
+    def visible(self, t: float) -> np.ndarray:
+        """(G, N): satellite above each ground node's mask at t (cached)."""
+        key = float(t)
+        hit = self._vis_cache.get(key)
+        if hit is None:
+            r, _ = self.state_vectors(key)
+            g, up = self.ground_at(key)
+            hit = visible_mask(g, up, r, self.ground.min_elevation_deg)
+            self._vis_cache[key] = hit
+            if len(self._vis_cache) > 3:
+                self._vis_cache.popitem(last=False)
+        return hit
+
+    def elevations(self, t: float, rows=None, cols=None) -> np.ndarray:
+        """Elevation (deg) of satellites ``cols`` from ground nodes ``rows`` at t (all when None)."""
+        r, _ = self.state_vectors(t)
+        g, up = self.ground_at(t)
+        if rows is not None:
+            g, up = g[rows], up[rows]
+        if cols is not None:
+            r = r[cols]
+        return elevation_deg(g, up, r)
+
+    # ---- decisions -----------------------------------------------------------------------------
+
+    def _remaining(self, td: float, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Remaining time above the mask for the allowed (row, sat) pairs, looked ahead from td."""
+        cfg = self.config
+        cols = np.flatnonzero(allowed.any(axis=0))
+        out = np.zeros(allowed.shape)
+        if cols.size == 0:
+            return out
+        k = int(np.ceil(cfg.lookahead_horizon_s / cfg.lookahead_step_s))
+        times = td + cfg.lookahead_step_s * np.arange(k + 1)
+        elev = np.stack([self.elevations(t, rows, cols) for t in times])
+        out[:, cols] = remaining_visibility_s(elev, self.ground.min_elevation_deg[rows], cfg.lookahead_step_s)
+        return out
+
+    def _assign(self, policy: str, td: float, rows: np.ndarray, allowed: np.ndarray, demand):
+        if policy == "shortest-path":
+            return allowed, None
+        elev = self.elevations(td, rows)
+        remaining = self._remaining(td, rows, allowed) if policy == "longest-visibility" else None
+        sel = assign(
+            policy,
+            elev,
+            allowed,
+            remaining_s=remaining,
+            demand_mbps=demand,
+            beam_capacity_mbps=self.config.beam_capacity_mbps,
+        )
+        one = np.zeros_like(allowed)
+        ok = sel >= 0
+        one[np.flatnonzero(ok), sel[ok]] = True
+        return one, sel
+
+    def decide(self, td: float) -> Decision:
+        """The decision taken at td: a slot start in slotted mode (the slot is [td, td + interval)),
+        any time in continuous mode. Cached: asking again is free."""
+        key = float(td)
+        hit = self._decisions.get(key)
+        if hit is not None:
+            self._decisions.move_to_end(key)
+            return hit
+        cfg, gs, lay = self.config, self.ground, self.layout
+        n_t = gs.n_terminals
+        r0, _ = self.state_vectors(key)
+        g0, _ = self.ground_at(key)
+        vis0 = self.visible(key)
+        end = key + cfg.slot_interval_s if cfg.slotted else None
+        vis1 = self.visible(end) if end is not None else None
+        all_rows = np.arange(gs.n_ground)
+
+        gw_rows = all_rows[n_t:]
+        gw_cand = candidates(vis0[n_t:], None if vis1 is None else vis1[n_t:])
+        allowed_down, _ = self._assign(cfg.gateway_policy, key, gw_rows, gw_cand, None)
+
+        topo = self.isl_topology(key)
+        if topo.pairs.shape[0]:
+            # Held through the slot: usable at both ends (the geometry changes little in 15 s).
+            ok = self._isl_usable(key)
+            if end is not None:
+                ok = ok & self._isl_usable(end)
+            p = topo.pairs[ok]
+            isl = IslLinks(p[:, 0], p[:, 1], np.linalg.norm(r0[p[:, 0]] - r0[p[:, 1]], axis=1))
+        else:
+            empty = np.zeros(0, dtype=np.int64)
+            isl = IslLinks(empty, empty, np.zeros(0))
+
+        # Bent pipe: a terminal's satellite must also be linked to a gateway.
+        reach = allowed_down.any(axis=0) if cfg.isl == "none" else np.ones(self.n_sats, dtype=bool)
+        term_cand = candidates(vis0[:n_t] & reach, None if vis1 is None else vis1[:n_t] & reach)
+        allowed_up, term_sel = self._assign(
+            cfg.policy, key, all_rows[:n_t], term_cand, gs.terminal_downlink_mbps
+        )
+        routes = solve_step(
+            key,
+            lay,
+            r0,
+            g0,
+            allowed_up,
+            allowed_down,
+            isl,
+            gs.fibre_delay_s,
+            gs.gateway_region,
+            gs.terminal_uplink_mbps,
+            gs.terminal_downlink_mbps,
+            gs.gateway_capacity_mbps,
+            cfg.beam_capacity_mbps,
+        )
+        if term_sel is None:
+            term_sel = self._home_first_hop(routes)
+        dec = Decision(key, end, routes, term_sel, allowed_up, allowed_down, len(isl))
+        self._decisions[key] = dec
+        if len(self._decisions) > 4:
+            self._decisions.popitem(last=False)
+        return dec
+
+    def _home_first_hop(self, routes: StepRoutes) -> np.ndarray:
+        """With shortest-path, the terminal's satellite is its home route's first hop (or, without a
+        home region, the first region's route that exists)."""
+        out = np.full(self.ground.n_terminals, -1, dtype=np.int64)
+        for k, term in enumerate(self.ground.terminals):
+            if term.home_region_id is not None:
+                out[k] = routes.first_sat[k, self.ground.region_index[term.home_region_id]]
+            else:
+                got = routes.first_sat[k][routes.first_sat[k] >= 0]
+                out[k] = got[0] if got.size else -1
+        return out
+
+    def decision_time(self, t: float) -> float:
+        return float(self.config.decision_time(t))
+
+    def previous_decision_time(self, td: float) -> float:
+        cfg = self.config
+        return td - (cfg.slot_interval_s if cfg.slotted else cfg.sample_step_s)
+
+    # ---- evaluation ----------------------------------------------------------------------------
+
+    def _evaluate(
+        self, dec: Decision, pair_t: np.ndarray, pair_r: np.ndarray, times: np.ndarray, exact: bool
+    ):
+        """Held paths of the given (terminal, region) pairs at ``times``."""
+        paths = dec.routes.paths[pair_t, pair_r]
+        if exact:
+
+            def positions(sats):
+                return np.stack([self.state_vectors(t)[0][sats] for t in times])
+
+        else:
+            ra, va = self.state_vectors(dec.t_unix)
+            rb, vb = self.state_vectors(dec.end_unix)
+
+            def positions(sats):
+                return hermite(times, dec.t_unix, dec.end_unix, ra[sats], va[sats], rb[sats], vb[sats])
+
+        if self.ground.has_moving:
+            g = self.ground.positions_ecef(times)
+            up = self.ground.up_vectors(times)
+        else:
+            g0, up0 = self.ground_at(times[0])
+            g = np.broadcast_to(g0, (len(times),) + g0.shape)
+            up = np.broadcast_to(up0, (len(times),) + up0.shape)
+        return evaluate_paths(
+            paths,
+            self.layout,
+            positions,
+            g,
+            up,
+            self.ground.min_elevation_deg,
+            self.ground.fibre_delay_s,
+            self.config.isl_min_altitude_km,
+        )
+
+    def state_at(self, t_unix: float) -> LinkState:
+        """Assignments, held routes evaluated at t, visibility and ISL count."""
+        t = float(t_unix)
+        td = self.decision_time(t)
+        dec = self.decide(td)
+        prev = self.decide(self.previous_decision_time(td))
+        handover = (
+            (dec.terminal_sat >= 0) & (prev.terminal_sat >= 0) & (dec.terminal_sat != prev.terminal_sat)
+        )
+        n_t, n_r = self.layout.n_terminals, self.layout.n_regions
+        tt, rr = np.meshgrid(np.arange(n_t), np.arange(n_r), indexing="ij")
+        ev = self._evaluate(dec, tt.ravel(), rr.ravel(), np.array([t]), exact=True)
+        delay = ev.delay_s[0].reshape(n_t, n_r)
+        up = np.where(np.isfinite(delay), dec.routes.capacity_up_mbps, 0.0)
+        down = np.where(np.isfinite(delay), dec.routes.capacity_down_mbps, 0.0)
+        vis = self.visible(t).sum(axis=1)
+        return LinkState(t, td, dec.terminal_sat, handover, delay, up, down, vis, dec.isl_count, dec)
+
+    def _indices(self, terminal_id: str, region_id: str) -> tuple[int, int]:
+        return self.ground.terminal(terminal_id), self.ground.region(region_id)
+
+    def label(self, node: int) -> str:
+        kind = int(self.layout.kind(node))
+        lay = self.layout
+        if kind == 0:
+            return self.sat_names[node] if self.sat_names is not None else f"sat-{node}"
+        if kind == 1:
+            return self.ground.terminals[node - lay.terminal0].id
+        if kind == 2:
+            return self.ground.gateways[node - lay.gateway0].id
+        return self.ground.regions[node - lay.region0].id
+
+    def route(self, terminal_id: str, region_id: str, t_unix: float) -> Route:
+        """The held route of one terminal to one region at t, hop by hop."""
+        ti, ri = self._indices(terminal_id, region_id)
+        t = float(t_unix)
+        td = self.decision_time(t)
+        dec = self.decide(td)
+        prev = self.decide(self.previous_decision_time(td))
+        ev = self._evaluate(dec, np.array([ti]), np.array([ri]), np.array([t]), exact=True)
+        delay = float(ev.delay_s[0, 0])
+        available = bool(np.isfinite(delay))
+        padded = dec.routes.paths[ti, ri]
+        path = padded[padded >= 0]
+        offset = padded.size - path.size  # right-aligned: segment k of path is segment offset + k
+        hops = []
+        lay = self.layout
+        kinds = lay.kind(path)
+        names = {(1, 0): "uplink", (0, 0): "isl", (0, 2): "downlink", (2, 3): FIBRE}
+        for k in range(len(path) - 1):
+            kind = names[(int(kinds[k]), int(kinds[k + 1]))]
+            if kind == FIBRE:
+                gw = path[k] - lay.gateway0
+                km = float(self.ground.fibre_km[gw])
+                delay_s = float(self.ground.fibre_delay_s[gw])
+            else:
+                km = float(ev.segment_km[0, 0, offset + k])
+                delay_s = km / C_KM_S
+            hops.append(Hop(kind, self.label(path[k]), self.label(path[k + 1]), km, delay_s))
+        sats = tuple(int(s) for s in path[kinds == 0])
+        gw_idx = int(dec.routes.gateway[ti, ri])
+        first = int(dec.routes.first_sat[ti, ri])
+        prev_first = int(prev.routes.first_sat[ti, ri])
+        return Route(
+            terminal_id=terminal_id,
+            region_id=region_id,
+            t_unix=t,
+            available=available,
+            one_way_delay_s=delay,
+            hops=tuple(hops),
+            satellites=sats,
+            gateway_id=self.ground.gateways[gw_idx].id if gw_idx >= 0 else None,
+            capacity_up_mbps=float(dec.routes.capacity_up_mbps[ti, ri]) if available else 0.0,
+            capacity_down_mbps=float(dec.routes.capacity_down_mbps[ti, ri]) if available else 0.0,
+            decided_at=td,
+            handover=bool(first >= 0 and prev_first >= 0 and first != prev_first),
+        )
+
+    def delay_samples(
+        self, terminal_id: str, region_id: str, t_unix: float, step_s: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One-way delay samples along the route held in the slot containing t: (times, delay_s).
+
+        Samples at the slot start + k·step (``sample_step_s`` by default) up to the slot end; NaN
+        where the held path is broken. In continuous mode the route holds only at t: one sample.
+        """
+        ti, ri = self._indices(terminal_id, region_id)
+        step = self.config.sample_step_s if step_s is None else float(step_s)
+        if not np.isfinite(step) or step <= 0:
+            raise ValueError(f"step must be > 0 s, got {step_s}")
+        dec = self.decide(self.decision_time(float(t_unix)))
+        if dec.end_unix is None:
+            times = np.array([dec.t_unix])
+            return times, dec.routes.delay_s[ti, ri][None]
+        times = dec.t_unix + step * np.arange(int(np.ceil((dec.end_unix - dec.t_unix) / step - 1e-9)))
+        ev = self._evaluate(dec, np.array([ti]), np.array([ri]), times, exact=False)
+        return times, ev.delay_s[:, 0]
+
+    # ---- prediction ----------------------------------------------------------------------------
+
+    def predict(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        t_start_unix: float,
+        t_end_unix: float,
+        step_s: float | None = None,
+        chunk_samples: int = 3600,
+    ) -> Iterator[TimelineChunk]:
+        """Stream the timeline of several (terminal_id, region_id) routes over [t_start, t_end).
+
+        Samples at t_start + k·step. Yields chunks of at most ``chunk_samples`` samples, so memory
+        does not grow with the window.
+        """
+        step = self.config.sample_step_s if step_s is None else float(step_s)
+        if not np.isfinite(step) or step <= 0:
+            raise ValueError(f"step must be > 0 s, got {step_s}")
+        if not (np.isfinite(t_start_unix) and np.isfinite(t_end_unix)) or t_end_unix <= t_start_unix:
+            raise ValueError(f"window end ({t_end_unix}) must be after its start ({t_start_unix})")
+        if chunk_samples < 1:
+            raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
+        if not pairs:
+            raise ValueError("predict needs at least one (terminal, region) pair")
+        idx = [self._indices(a, b) for a, b in pairs]
+        pair_t = np.array([i for i, _ in idx])
+        pair_r = np.array([j for _, j in idx])
+        return self._predict(pair_t, pair_r, float(t_start_unix), float(t_end_unix), step, chunk_samples)
+
+    def predict_route(
+        self,
+        terminal_id: str,
+        region_id: str,
+        t_start_unix: float,
+        t_end_unix: float,
+        step_s=None,
+        chunk_samples=3600,
+    ) -> Iterator[TimelineChunk]:
+        """``predict`` for one route, chunks with 1-D arrays (arguments checked at the call)."""
+        chunks = self.predict([(terminal_id, region_id)], t_start_unix, t_end_unix, step_s, chunk_samples)
+        return (chunk.route(0) for chunk in chunks)
+
+    def _predict(self, pair_t, pair_r, t0, t1, step, chunk_samples) -> Iterator[TimelineChunk]:
+        cfg = self.config
+        n_samples = int(np.ceil((t1 - t0) / step - 1e-9))
+        n_p = pair_t.size
+        prev_first: np.ndarray | None = None
+        if cfg.slotted:
+            first_td = self.decision_time(t0)
+            if first_td >= t0:  # the first slot starts inside the window: compare with the one before
+                prev_first = self.decide(self.previous_decision_time(first_td)).routes.first_sat[
+                    pair_t, pair_r
+                ]
+        for c0 in range(0, n_samples, chunk_samples):
+            times = t0 + step * np.arange(c0, min(n_samples, c0 + chunk_samples))
+            k = times.size
+            rtt = np.full((k, n_p), np.nan)
+            cap_up = np.zeros((k, n_p))
+            cap_down = np.zeros((k, n_p))
+            first = np.full((k, n_p), -1, dtype=np.int64)
+            handover = np.zeros((k, n_p), dtype=bool)
+            if cfg.slotted:
+                keys = cfg.slot_index(times)
+                cuts = np.flatnonzero(np.diff(keys)) + 1
+                groups = np.split(np.arange(k), cuts)
+            else:
+                groups = [np.array([i]) for i in range(k)]
+            for grp in groups:
+                td = self.decision_time(times[grp[0]])
+                dec = self.decide(td)
+                if cfg.slotted:
+                    ev: PathEvaluation = self._evaluate(dec, pair_t, pair_r, times[grp], exact=False)
+                    delay = ev.delay_s
+                else:
+                    delay = dec.routes.delay_s[pair_t, pair_r][None, :]
+                ok = np.isfinite(delay)
+                rtt[grp] = 2e3 * delay
+                cap_up[grp] = np.where(ok, dec.routes.capacity_up_mbps[pair_t, pair_r], 0.0)
+                cap_down[grp] = np.where(ok, dec.routes.capacity_down_mbps[pair_t, pair_r], 0.0)
+                f = dec.routes.first_sat[pair_t, pair_r]
+                first[grp] = np.where(ok, f, -1)
+                if prev_first is not None:
+                    handover[grp[0]] = (f >= 0) & (prev_first >= 0) & (f != prev_first)
+                prev_first = f
+            yield TimelineChunk(times, rtt, cap_up, cap_down, first, handover)
+
+
+def _element_epoch(elements) -> float | None:
+    for name in ("epoch_unix", "reference_epoch_unix"):
+        value = getattr(elements, name, None)
+        if value is not None:
+            arr = np.asarray(value, dtype=float)
+            return float(np.nanmedian(arr)) if arr.ndim else float(arr)
+    return None
+
+
+# ---- summary ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TimelineSummary:
+    t_start_unix: float
+    t_end_unix: float
+    samples: int
+    available_samples: int
+    availability: float
+    rtt_ms_min: float
+    rtt_ms_p50: float
+    rtt_ms_p95: float
+    rtt_ms_max: float
+    handovers: int
+    stall_s: float
+    outages: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def longest_outage_s(self) -> float:
+        return max((b - a for a, b in self.outages), default=0.0)
+
+    @property
+    def outage_s(self) -> float:
+        return sum(b - a for a, b in self.outages)
+
+
+class TimelineAccumulator:
+    """Folds 1-D timeline chunks into a summary in constant memory.
+
+    Percentiles come from a fixed histogram (``bin_ms`` wide, up to ``max_ms``; beyond lands in the
+    last bin), so p50/p95 are exact to half a bin.
+    """
+
+    def __init__(
+        self, step_s: float, handover_stall_ms: float = 0.0, bin_ms: float = 0.01, max_ms: float = 2000.0
+    ):
+        self.step_s = float(step_s)
+        self.stall_s = handover_stall_ms / 1e3
+        self.bin_ms = bin_ms
+        self._hist = np.zeros(int(np.ceil(max_ms / bin_ms)) + 1, dtype=np.int64)
+        self.samples = 0
+        self.available = 0
+        self.rtt_min = np.inf
+        self.rtt_max = -np.inf
+        self.handovers = 0
+        self.outages: list[tuple[float, float]] = []
+        self._open_outage: float | None = None
+        self.t_start: float | None = None
+        self.t_end: float | None = None
+
+    def add(self, chunk: TimelineChunk) -> TimelineChunk:
+        t, rtt = chunk.t_unix, chunk.rtt_ms
+        if rtt.ndim != 1:
+            raise ValueError("TimelineAccumulator takes single-route chunks (use chunk.route(p))")
+        if t.size == 0:
+            return chunk
+        if self.t_start is None:
+            self.t_start = float(t[0])
+        self.t_end = float(t[-1]) + self.step_s
+        ok = np.isfinite(rtt)
+        self.samples += t.size
+        self.available += int(ok.sum())
+        if ok.any():
+            v = rtt[ok]
+            self.rtt_min = min(self.rtt_min, float(v.min()))
+            self.rtt_max = max(self.rtt_max, float(v.max()))
+            bins = np.minimum((v / self.bin_ms).astype(np.int64), self._hist.size - 1)
+            self._hist += np.bincount(bins, minlength=self._hist.size)
+        self.handovers += int(np.count_nonzero(chunk.handover))
+        # Outage intervals: [first sample without a route, first sample with one again).
+        change = np.flatnonzero(np.diff(np.concatenate([[not self._is_open], ok]).astype(np.int8)))
+        for i in change:
+            if ok[i]:  # came back
+                self.outages.append((self._open_outage, float(t[i])))
+                self._open_outage = None
+            else:
+                self._open_outage = float(t[i])
+        return chunk
+
+    @property
+    def _is_open(self) -> bool:
+        return self._open_outage is not None
+
+    def _percentile(self, q: float) -> float:
+        total = self._hist.sum()
+        if total == 0:
+            return float("nan")
+        k = int(np.searchsorted(np.cumsum(self._hist), q * total, side="left"))
+        return (k + 0.5) * self.bin_ms
+
+    def summary(self) -> TimelineSummary:
+        outages = list(self.outages)
+        if self._open_outage is not None:
+            outages.append((self._open_outage, self.t_end))
+        any_rtt = self.available > 0
+        return TimelineSummary(
+            t_start_unix=self.t_start if self.t_start is not None else float("nan"),
+            t_end_unix=self.t_end if self.t_end is not None else float("nan"),
+            samples=self.samples,
+            available_samples=self.available,
+            availability=self.available / self.samples if self.samples else float("nan"),
+            rtt_ms_min=self.rtt_min if any_rtt else float("nan"),
+            rtt_ms_p50=self._percentile(0.5),
+            rtt_ms_p95=self._percentile(0.95),
+            rtt_ms_max=self.rtt_max if any_rtt else float("nan"),
+            handovers=self.handovers,
+            stall_s=self.handovers * self.stall_s,
+            outages=outages,
+        )
+
+
+def summarize(
+    chunks: Iterable[TimelineChunk], step_s: float, handover_stall_ms: float = 0.0
+) -> TimelineSummary:
+    """Consume single-route chunks and return their summary."""
+    acc = TimelineAccumulator(step_s, handover_stall_ms)
+    for chunk in chunks:
+        acc.add(chunk)
+    return acc.summary()
