@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     "skyhaul.cli.system",
     "skyhaul.cli.k8s",
     "skyhaul.cli.orbit",
+    "skyhaul.cli.demo",
+    "skyhaul.cli.report",
 )
 
 DESCRIPTION = """\
