@@ -21,7 +21,7 @@ test-fast: $(STAMP) ## everything but the slow end-to-end tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP) ## run the seed scenario end to end and write a report
-	$(BIN)/skyhaul up
+	$(BIN)/skyhaul demo $(if $(SCENARIO),--scenario $(SCENARIO))
 
 up: $(STAMP)
 	$(BIN)/skyhaul up $(if $(SCENARIO),--scenario $(SCENARIO))

@@ -76,11 +76,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ScenarioError, SettingsError) as exc:
         return fail(str(exc), EXIT_USAGE)
     setup_logging(args.service, settings.log_level)
-    asyncio.run(_serve(args.service, settings))
+    module = importlib.import_module(f"skyhaul.{args.service}.service")
+    # A service may need its own event loop (the terminal's has precise timers).
+    with asyncio.Runner(loop_factory=getattr(module, "LOOP_FACTORY", None)) as runner:
+        runner.run(_serve(module, args.service, settings))
     return EXIT_OK
 
 
-async def _serve(service: str, settings) -> None:
+async def _serve(module, service: str, settings) -> None:
     from skyhaul.runtime.context import make_clock
     from skyhaul.runtime.server import run_until_signalled
     from skyhaul.runtime.telemetry import setup_telemetry
@@ -88,7 +91,7 @@ async def _serve(service: str, settings) -> None:
     telemetry = setup_telemetry(service)
     try:
         clock = await make_clock(settings)
-        app = importlib.import_module(f"skyhaul.{service}.service").build(settings, clock)
+        app = module.build(settings, clock)
         await run_until_signalled(app, settings)
     finally:
         telemetry.shutdown()

@@ -1,8 +1,250 @@
-"""The terminal service (not implemented yet: every RPC answers UNIMPLEMENTED)."""
+"""The terminal service: the relay, fed live by the links service's route events, plus TerminalService.
 
-from skyhaul.runtime.server import UnimplementedApp
-from skyhaul.v1 import terminal_pb2, terminal_pb2_grpc
+Route events carry emulated times; the relay works in wall time. Slot times and sample spacing are
+converted through the emulation clock, while delays, rates and stall durations stay physical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+import grpc
+from opentelemetry import trace
+
+from skyhaul.runtime.bus import EventSubscriber
+from skyhaul.runtime.clock import EmulationClock, to_timestamp, to_unix
+from skyhaul.runtime.errors import InvalidArgument
+from skyhaul.runtime.server import ServiceApp, service_full_name
+from skyhaul.runtime.settings import Settings, parse_hostport
+from skyhaul.terminal.relay import TerminalRelay, new_event_loop
+from skyhaul.terminal.shaping import EmulatedLink, LinkProfile
+from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+# The relay needs timers more precise than the default loop's; `skyhaul serve terminal` uses this.
+LOOP_FACTORY = new_event_loop
+
+# A route stays valid this many slots past its own slot's end: a late event must not blink the link,
+# but a lost links service must not be emulated forever.
+GRACE_SLOTS = 1.0
 
 
-def build(settings, clock) -> UnimplementedApp:
-    return UnimplementedApp("terminal", terminal_pb2, terminal_pb2_grpc, "TerminalService")
+def _seconds(d) -> float:
+    return d.seconds + d.nanos * 1e-9
+
+
+def profile_from_route(route: route_pb2.Route, clock: EmulationClock) -> LinkProfile:
+    """The relay's wall-time profile for one slot's route (NaN samples end the route early)."""
+    slot_end = to_unix(route.slot.end) if route.HasField("slot") else clock.now()
+    slot_len = slot_end - to_unix(route.slot.start) if route.HasField("slot") else 15.0
+    valid_until = clock.to_wall(slot_end + GRACE_SLOTS * max(slot_len, 0.0))
+    if not route.available:
+        return LinkProfile.unavailable(valid_until=clock.to_wall(slot_end))
+    samples = list(route.delay_samples_ms) or [route.one_way_delay_ms]
+    step = _seconds(route.samples_step) or 1.0
+    start = to_unix(route.samples_start) if route.HasField("samples_start") else to_unix(route.at)
+    cut = next((k for k, ms in enumerate(samples) if not math.isfinite(ms)), None)
+    if cut is not None:
+        # The held satellite sets before the slot ends: down from there until the next slot.
+        valid_until = clock.to_wall(start + cut * step)
+        samples = samples[:cut] or [route.one_way_delay_ms]
+    stall = _seconds(route.handover_stall)
+    stalls = (
+        ((clock.to_wall(to_unix(route.slot.start)), stall),) if stall > 0 and route.HasField("slot") else ()
+    )
+    return LinkProfile(
+        available=True,
+        delays_s=[ms / 1000.0 for ms in samples],
+        start_unix=clock.to_wall(start),
+        step_s=clock.wall_delay(step),
+        uplink_bps=route.capacity_up_mbps * 1e6 if route.capacity_up_mbps > 0 else None,
+        downlink_bps=route.capacity_down_mbps * 1e6 if route.capacity_down_mbps > 0 else None,
+        valid_until=valid_until,
+        stalls=stalls,
+    )
+
+
+class RouteFeed:
+    """Follows this data center's route events and keeps the emulated link's profile current."""
+
+    def __init__(self, settings: Settings, clock: EmulationClock, link: EmulatedLink) -> None:
+        self.dc_id = settings.data_center_id
+        self.clock = clock
+        self.link = link
+        self.subscriber = EventSubscriber(settings.redis_url, after_sequence=None)
+        self.last_sequence = 0
+        self.satellite = -1
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="terminal-route-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.subscriber.aclose()
+
+    @property
+    def stale(self) -> bool:
+        """No current route: never received one, or the last one expired (links is gone)."""
+        profile = self.link.profile
+        return profile is None or (
+            profile.valid_until is not None and time.time() > profile.valid_until + 1.0
+        )
+
+    def apply(self, route: route_pb2.Route) -> None:
+        self.link.set_profile(profile_from_route(route, self.clock))
+        self.satellite = route.first_satellite_index
+
+    async def _run(self) -> None:
+        async for event, ctx in self.subscriber.events_with_context():
+            kind = event.WhichOneof("body")
+            self.last_sequence = event.sequence
+            if kind == "snapshot":
+                for route in event.snapshot.routes:
+                    if route.data_center_id == self.dc_id:
+                        self.apply(route)
+            elif kind == "route_changed" and event.route_changed.route.data_center_id == self.dc_id:
+                with tracer.start_as_current_span("terminal.apply_route", context=ctx) as span:
+                    route = event.route_changed.route
+                    span.set_attribute("skyhaul.data_center", self.dc_id)
+                    span.set_attribute("skyhaul.sequence", event.sequence)
+                    span.set_attribute("skyhaul.available", route.available)
+                    self.apply(route)
+
+
+class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
+    def __init__(self, dc_id: str, relay: TerminalRelay, link: EmulatedLink, feed: RouteFeed) -> None:
+        self.dc_id = dc_id
+        self.relay = relay
+        self.link = link
+        self.feed = feed
+
+    def _overrides(self) -> terminal_pb2.Overrides:
+        o = self.link.overrides
+        now = time.time()
+        msg = terminal_pb2.Overrides(
+            extra_delay_ms=o.extra_delay_s * 1000.0 if o.extra_delay_at(now) else 0.0,
+            rate_cap_mbps=(o.rate_cap_at(now) or 0.0) / 1e6,
+            forced_outage=o.outage_at(now),
+        )
+        for field, until in (
+            ("extra_delay_until", o.extra_delay_until),
+            ("rate_cap_until", o.rate_cap_until),
+            ("forced_outage_until", o.outage_until),
+        ):
+            if until is not None and math.isfinite(until):
+                getattr(msg, field).CopyFrom(to_timestamp(until))
+        return msg
+
+    async def GetStats(self, request, context):
+        s = self.relay.stats()
+
+        def direction(d) -> terminal_pb2.DirectionStats:
+            return terminal_pb2.DirectionStats(
+                bytes_in=d.bytes_in,
+                bytes_out=d.bytes_out,
+                queued_bytes=d.queued_bytes,
+                current_delay_ms=(d.delay_s or 0.0) * 1000.0,
+                current_rate_mbps=(d.rate_bps or 0.0) / 1e6,
+            )
+
+        return terminal_pb2.GetStatsResponse(
+            data_center_id=self.dc_id,
+            link_up=s.link_up,
+            uplink=direction(s.uplink),
+            downlink=direction(s.downlink),
+            outage_seconds_total=s.outage_s,
+            active_connections=s.active_connections,
+            total_connections=s.total_connections,
+            forwards=[
+                terminal_pb2.Forward(listen_port=f.port, target=f"{f.target_host}:{f.target_port}")
+                for f in self.relay.forwards
+            ],
+            overrides=self._overrides(),
+            last_event_sequence=self.feed.last_sequence,
+            route_stale=self.feed.stale,
+            satellite_index=self.feed.satellite,
+        )
+
+    async def SetOverrides(self, request, context):
+        duration = _seconds(request.duration) or None
+        if duration is not None and duration < 0:
+            raise InvalidArgument("duration must be >= 0 (0 = until cleared)")
+        if request.HasField("extra_delay_ms") and not (
+            math.isfinite(request.extra_delay_ms) and 0 <= request.extra_delay_ms <= 60_000
+        ):
+            raise InvalidArgument(f"extra_delay_ms {request.extra_delay_ms} must be within [0, 60000]")
+        if request.HasField("rate_cap_mbps") and not (
+            math.isfinite(request.rate_cap_mbps) and request.rate_cap_mbps >= 0
+        ):
+            raise InvalidArgument(f"rate_cap_mbps {request.rate_cap_mbps} must be >= 0 (0 removes the cap)")
+        if request.HasField("forced_outage") and request.forced_outage and duration is None:
+            raise InvalidArgument("forced_outage needs a duration (how long the outage lasts)")
+        span = trace.get_current_span()
+        if request.HasField("extra_delay_ms"):
+            self.link.override_delay(request.extra_delay_ms / 1000.0, duration)
+            span.set_attribute("skyhaul.extra_delay_ms", request.extra_delay_ms)
+        if request.HasField("rate_cap_mbps"):
+            self.link.cap_rate(request.rate_cap_mbps * 1e6 if request.rate_cap_mbps > 0 else None, duration)
+            span.set_attribute("skyhaul.rate_cap_mbps", request.rate_cap_mbps)
+        if request.HasField("forced_outage"):
+            self.link.force_outage(duration if request.forced_outage else 0.0)
+            span.set_attribute("skyhaul.forced_outage_s", duration or 0.0)
+        log.info("overrides set", extra={"skyhaul.overrides": str(self.link.overrides)})
+        return terminal_pb2.SetOverridesResponse(overrides=self._overrides())
+
+    async def ClearOverrides(self, request, context):
+        self.link.clear_overrides()
+        return terminal_pb2.ClearOverridesResponse(overrides=self._overrides())
+
+
+class TerminalApp(ServiceApp):
+    name = "terminal"
+    service_names = (service_full_name(terminal_pb2, "TerminalService"),)
+
+    def __init__(self, settings: Settings, clock: EmulationClock) -> None:
+        self.settings = settings
+        self.link = EmulatedLink(clock=time.time)
+        self.relay = TerminalRelay(self.link)
+        self.feed = RouteFeed(settings, clock, self.link)
+        self.servicer = TerminalServicer(settings.data_center_id, self.relay, self.link, self.feed)
+        self._stale_logged = False
+
+    def register(self, server: grpc.aio.Server) -> None:
+        terminal_pb2_grpc.add_TerminalServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        listen_host, _ = parse_hostport(self.settings.listen, "SKYHAUL_LISTEN")
+        for forward in self.settings.terminal_forwards:
+            await self.relay.add_forward(
+                listen_host, forward.listen_port, forward.target_host, forward.target_port
+            )
+        await self.relay.start()
+        self.feed.start()
+
+    async def stop(self) -> None:
+        await self.feed.stop()
+        await self.relay.stop()
+
+    async def ready(self) -> bool:
+        stale = self.feed.stale
+        if stale != self._stale_logged:
+            self._stale_logged = stale
+            if stale:
+                log.warning(
+                    "no current route from the links service: applying the last known one until it expires"
+                )
+            else:
+                log.info("route feed current again")
+        return self.feed.subscriber.connected and not stale
+
+
+def build(settings: Settings, clock: EmulationClock) -> TerminalApp:
+    return TerminalApp(settings, clock)
