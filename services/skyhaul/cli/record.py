@@ -38,7 +38,8 @@ class RunData:
     """The record of one run, parsed into arrays."""
 
     meta: dict[str, Any] = field(default_factory=dict)
-    link: list[tuple[float, bool]] = field(default_factory=list)  # (emulated t, up)
+    link: list[tuple[float, bool]] = field(default_factory=list)  # (emulated t, up), snapshots included
+    link_events: list[tuple[float, bool]] = field(default_factory=list)  # LinkStatusChanged events only
     handovers: list[tuple[float, int, int]] = field(default_factory=list)  # (t, from, to)
     delay: list[tuple[float, float]] = field(default_factory=list)  # (t, one-way ms; NaN = down)
     status: list[dict[str, Any]] = field(default_factory=list)  # polled mdc/terminal status
@@ -60,6 +61,8 @@ class RunData:
                 data.meta.update(row)
             elif kind == "link":
                 data.link.append((row["t"], row["up"]))
+                if not row.get("snapshot"):
+                    data.link_events.append((row["t"], row["up"]))
             elif kind == "handover":
                 data.handovers.append((row["t"], row["from_satellite"], row["to_satellite"]))
             elif kind == "route":
@@ -100,6 +103,7 @@ class Summary:
     handovers: int
     outages: int
     link_down_events: int
+    started_in_outage: bool
     longest_outage_s: float
     objects_put: int
     objects_synced: int
@@ -137,7 +141,8 @@ def summarize(data: RunData) -> Summary:
         rtt_p95_ms=float(np.percentile(rtt, 95)) if rtt.size else None,
         handovers=sum(1 for t, a, b in data.handovers if start <= t <= end and a >= 0 and b >= 0 and a != b),
         outages=len(outages),
-        link_down_events=sum(1 for t, up in data.link if not up and start <= t <= end),
+        link_down_events=sum(1 for t, up in data.link_events if not up and start <= t <= end),
+        started_in_outage=bool(outages) and outages[0][0] <= start,
         longest_outage_s=max((b - a for a, b in outages), default=0.0),
         objects_put=int(last.get("objects_put", 0)),
         objects_synced=len(synced),
