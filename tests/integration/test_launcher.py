@@ -21,8 +21,8 @@ EXPECTED_SERVICES = {
     "orbit": "skyhaul.v1.OrbitService",
     "links": "skyhaul.v1.LinkService",
     "region-westus2": "skyhaul.v1.CloudRegionService",
-    "terminal-mdc-prudhoe": "skyhaul.v1.TerminalService",
-    "mdc-prudhoe": "skyhaul.v1.ModularDataCenterService",
+    "terminal-mdc-kodiak": "skyhaul.v1.TerminalService",
+    "mdc-kodiak": "skyhaul.v1.ModularDataCenterService",
 }
 
 

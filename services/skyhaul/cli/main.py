@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.system",
     "skyhaul.cli.k8s",
     "skyhaul.cli.orbit",
+    "skyhaul.cli.links",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
 )
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error of ours.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,494 @@
-"""The links service (not implemented yet: every RPC answers UNIMPLEMENTED)."""
+"""LinkService: the ground segment, link state, routes, predictions, contacts and live events.
 
-from skyhaul.runtime.server import UnimplementedApp
-from skyhaul.v1 import links_pb2, links_pb2_grpc
+A thin adapter over the links core. The constellation's elements come from the orbit service
+once (and again only when their version changes); everything else is propagated locally. Queries
+share one ``LinkModel`` behind a lock, run in a worker thread; each prediction builds its own
+model, so a 24 h prediction neither blocks the event loop nor races the queries or the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+from opentelemetry import trace
+
+from skyhaul.core.elements import ElementSet
+from skyhaul.core.ground import UnknownId
+from skyhaul.core.passes import find_passes
+from skyhaul.core.propagate import Propagator
+from skyhaul.core.timeline import LinkModel, TimelineAccumulator
+from skyhaul.links import codec, state
+from skyhaul.links.engine import LinkEngine
+from skyhaul.links.ground import gateway_regions, ground_segment, scheduler_config
+from skyhaul.orbit.codec import elements_from_proto, pass_to_proto, window_bounds
+from skyhaul.runtime import clients
+from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
+from skyhaul.runtime.clock import EmulationClock, to_timestamp
+from skyhaul.runtime.errors import InvalidArgument, NotFound, Unavailable, as_invalid_argument
+from skyhaul.runtime.server import ServiceApp, service_full_name
+from skyhaul.runtime.settings import Settings
+from skyhaul.v1 import events_pb2, links_pb2, links_pb2_grpc, orbit_pb2, orbit_pb2_grpc, route_pb2
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("skyhaul.links")
+
+ELEMENTS_REFRESH_S = 60.0  # how often the elements' version is re-checked (a cheap not-modified call)
+CHUNK_SAMPLES = 3600
+CHUNKS_IN_FLIGHT = 4  # bounded queue between a prediction's worker thread and its stream
+PREDICTION_WORKERS = 2  # predictions computed at once; more wait for a worker
+MAX_PREDICTION_SAMPLES = 7 * 86_400  # 7 days at 1 s
+DEFAULT_PREDICTION_S = 3600.0
+DEFAULT_CONTACT_WINDOW_S = 86_400.0
+MAX_CONTACTS = 10_000
+_DONE = object()
 
 
-def build(settings, clock) -> UnimplementedApp:
-    return UnimplementedApp("links", links_pb2, links_pb2_grpc, "LinkService")
+def _seconds(d) -> float:
+    return d.seconds + d.nanos * 1e-9
+
+
+class LinksApp(ServiceApp):
+    name = "links"
+    service_names = (service_full_name(links_pb2, "LinkService"),)
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: EmulationClock,
+        *,
+        refresh_interval_s: float = ELEMENTS_REFRESH_S,
+        channel: str = LINK_EVENTS_CHANNEL,
+    ) -> None:
+        self.settings = settings
+        self.scenario = settings.scenario
+        self.clock = clock
+        self.channel = channel
+        self.redis_url = settings.redis_url
+        self.orbit_address = settings.peer("orbit")
+        self.constellation = self.scenario.constellation.label
+        self.ground = ground_segment(self.scenario)
+        self.config = scheduler_config(self.scenario.scheduler)
+        self.gateway_region = gateway_regions(self.scenario)
+        self.refresh_interval_s = refresh_interval_s
+        self.engine = LinkEngine(self.ground, self.config, clock, self.redis_url, channel)
+        self.elements: ElementSet | None = None
+        self._query_model: LinkModel | None = None
+        self._query_lock = threading.Lock()
+        self.contacts_propagator: Propagator | None = None
+        self.contacts_lock = threading.Lock()
+        self._stopping = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self._follow_task: asyncio.Task | None = None
+        # Predictions get their own threads: however many run, queries and the engine still get theirs.
+        self.prediction_pool = ThreadPoolExecutor(
+            max_workers=PREDICTION_WORKERS, thread_name_prefix="links-predict"
+        )
+        self.servicer = LinkServicer(self)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def register(self, server: grpc.aio.Server) -> None:
+        links_pb2_grpc.add_LinkServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        self._channel = clients.channel(self.orbit_address)
+        self._follow_task = asyncio.create_task(self._follow_elements(), name="links-elements")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            try:
+                await self._follow_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        await self.engine.stop()
+        if self._channel is not None:
+            await self._channel.close()
+        self.prediction_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def ready(self) -> bool:
+        if self.elements is None or not self.engine.healthy:
+            return False
+        return await redis_ping(self.redis_url)
+
+    # --- elements from orbit --------------------------------------------------------------------
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def fetch_elements(self) -> orbit_pb2.GetElementsResponse:
+        known = self.elements.version if self.elements is not None else ""
+        stub = orbit_pb2_grpc.OrbitServiceStub(self._channel)
+        attributes = {"skyhaul.constellation": self.constellation, "skyhaul.known_version": known}
+        with tracer.start_as_current_span("links.load_elements", attributes=attributes) as span:
+            response = await stub.GetElements(
+                orbit_pb2.GetElementsRequest(constellation=self.constellation, known_version=known),
+                timeout=clients.DEFAULT_DEADLINE_S,
+            )
+            span.set_attribute("skyhaul.not_modified", response.not_modified)
+            return response
+
+    async def _follow_elements(self) -> None:
+        """Load the elements (retrying until orbit answers), then re-check their version now and then."""
+        backoff, failing = 0.2, False
+        while not self._stopping.is_set():
+            try:
+                response = await self.fetch_elements()
+            except grpc.RpcError as exc:
+                if not failing:
+                    log.warning(
+                        "cannot get the elements of %s from orbit at %s (%s); retrying",
+                        self.constellation,
+                        self.orbit_address,
+                        exc.code().name if hasattr(exc, "code") else exc,
+                    )
+                    failing = True
+                await self._wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if failing:
+                log.info("orbit at %s answers", self.orbit_address)
+            backoff, failing = 0.2, False
+            if not response.not_modified:
+                try:
+                    await self.install(await asyncio.to_thread(elements_from_proto, response))
+                except Exception:  # noqa: BLE001 - keep the previous elements; try again later
+                    log.exception("cannot use the elements orbit sent")
+            await self._wait(self.refresh_interval_s)
+
+    async def install(self, elements: ElementSet) -> None:
+        """Use new elements for queries and (from its next slot) the engine; start the engine."""
+        model = await asyncio.to_thread(state.new_model, elements, self.ground, self.config)
+        contacts = await asyncio.to_thread(lambda: Propagator(dataclasses.replace(elements)))
+        with self._query_lock:
+            self._query_model = model
+        with self.contacts_lock:
+            self.contacts_propagator = contacts
+        self.elements = elements
+        self.engine.set_elements(elements)
+        log.info(
+            "elements loaded",
+            extra={"skyhaul.constellation": self.constellation, "elements_version": elements.version},
+        )
+        if not self.engine.started:
+            await self.engine.start()
+
+    # --- helpers for the servicer ---------------------------------------------------------------
+
+    def require_elements(self) -> ElementSet:
+        if self.elements is None:
+            raise Unavailable(
+                f"the links service has not loaded the elements of {self.constellation} from orbit at "
+                f"{self.orbit_address} yet; retry in a moment"
+            )
+        return self.elements
+
+    async def query(self, fn: Callable[..., Any], *args) -> Any:
+        """Run fn(shared model, *args) in a worker thread, one query at a time."""
+        self.require_elements()
+
+        def run():
+            with self._query_lock:
+                try:
+                    return fn(self._query_model, *args)
+                except UnknownId as exc:
+                    raise NotFound(str(exc)) from None
+
+        return await asyncio.to_thread(run)
+
+    def data_center(self, data_center_id: str) -> int:
+        known = ", ".join(self.ground.terminal_index) or "none"
+        if not data_center_id:
+            raise InvalidArgument(f"data_center_id is required (one of: {known})")
+        if data_center_id not in self.ground.terminal_index:
+            raise NotFound(f"unknown data center {data_center_id!r}; known: {known}")
+        return self.ground.terminal_index[data_center_id]
+
+    def region_for(self, terminal: int, region_id: str) -> str:
+        if not region_id:
+            return self.ground.terminals[terminal].home_region_id or self.ground.regions[0].id
+        if region_id not in self.ground.region_index:
+            known = ", ".join(self.ground.region_index)
+            raise NotFound(f"unknown region {region_id!r}; known: {known}")
+        return region_id
+
+    def time_of(self, request, field: str = "at") -> float:
+        return self.clock.resolve(getattr(request, field), request.HasField(field))
+
+
+class LinkServicer(links_pb2_grpc.LinkServiceServicer):
+    def __init__(self, app: LinksApp) -> None:
+        self.app = app
+
+    async def GetGroundSegment(self, request, context):
+        app = self.app
+        return codec.ground_segment_to_proto(app.scenario, app.config, app.constellation)
+
+    async def GetLinkState(self, request, context):
+        app = self.app
+        t = app.time_of(request)
+        homes = [app.region_for(k, "") for k in range(app.ground.n_terminals)]
+
+        def compute(lm: LinkModel) -> links_pb2.GetLinkStateResponse:
+            st = lm.state_at(t)
+            outage = [
+                term.id
+                for k, term in enumerate(lm.ground.terminals)
+                if not np.isfinite(st.delay_s[k, lm.ground.region_index[homes[k]]])
+            ]
+            return links_pb2.GetLinkStateResponse(
+                at=to_timestamp(t),
+                slot=codec.slot_to_proto(*state.slot_of(lm.config, t)),
+                assignments=state.assignments(lm, t, st.decision),
+                isl_count=st.isl_count,
+                data_centers_in_outage=outage,
+                satellite_count=lm.n_sats,
+            )
+
+        return await app.query(compute)
+
+    async def GetRoute(self, request, context):
+        app = self.app
+        terminal = app.data_center(request.data_center_id)
+        region = app.region_for(terminal, request.region_id)
+        t = app.time_of(request)
+        trace.get_current_span().set_attribute("skyhaul.data_center", request.data_center_id)
+        route = await app.query(state.route_message, request.data_center_id, region, t)
+        return links_pb2.GetRouteResponse(route=route)
+
+    async def PredictRoutes(self, request, context) -> AsyncIterator[links_pb2.PredictRoutesResponse]:
+        app = self.app
+        elements = app.require_elements()
+        terminal = app.data_center(request.data_center_id)
+        region = app.region_for(terminal, request.region_id)
+        start, end = window_bounds(request.window, app.clock.now(), DEFAULT_PREDICTION_S)
+        step = _seconds(request.step) if request.HasField("step") else 1.0
+        if not step > 0:
+            raise InvalidArgument(f"step must be > 0 s (e.g. 1 s), got {step:g} s")
+        if end <= start:
+            raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
+        samples = math.ceil((end - start) / step - 1e-9)
+        if samples > MAX_PREDICTION_SAMPLES:
+            raise InvalidArgument(
+                f"{samples} samples ({(end - start) / 86400:.1f} days at {step:g} s) is more than the "
+                f"{MAX_PREDICTION_SAMPLES} allowed (7 days at 1 s): shorten the window or raise the step"
+            )
+        span = trace.get_current_span()
+        span.set_attribute("skyhaul.data_center", request.data_center_id)
+        span.set_attribute("skyhaul.samples", samples)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
+        cancelled = threading.Event()
+        dc_id = request.data_center_id
+        stall_ms = app.config.handover_stall_ms
+
+        def put(item) -> bool:
+            # Blocks while the stream is CHUNKS_IN_FLIGHT chunks behind: memory stays flat.
+            try:
+                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            except RuntimeError:  # the loop is gone (server shut down)
+                return False
+            while True:
+                try:
+                    future.result(timeout=0.5)
+                    return True
+                except TimeoutError:
+                    if cancelled.is_set():
+                        future.cancel()
+                        return False
+
+        def produce() -> None:
+            began = time.perf_counter()
+            waited = 0.0  # time blocked on a slow reader is not compute time
+            try:
+                lm = state.new_model(elements, app.ground, app.config)
+                acc = TimelineAccumulator(step, stall_ms)
+                with as_invalid_argument():
+                    chunks = lm.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
+                for chunk in chunks:
+                    if cancelled.is_set():
+                        return
+                    acc.add(chunk)
+                    message = links_pb2.PredictRoutesResponse(chunk=codec.chunk_to_proto(chunk, step))
+                    blocked = time.perf_counter()
+                    if not put(message):
+                        return
+                    waited += time.perf_counter() - blocked
+                summary = codec.summary_to_proto(acc.summary(), time.perf_counter() - began - waited)
+                put(links_pb2.PredictRoutesResponse(summary=summary))
+                put(_DONE)
+            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which raises it
+                put(exc)
+
+        loop.run_in_executor(app.prediction_pool, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # The worker sees the flag at its next chunk; draining unblocks a put it may be waiting on.
+            cancelled.set()
+            while not queue.empty():
+                queue.get_nowait()
+
+    async def ListContacts(self, request, context):
+        app = self.app
+        app.require_elements()
+        gid = request.ground_id
+        start, end = window_bounds(request.window, app.clock.now(), DEFAULT_CONTACT_WINDOW_S)
+        if end <= start:
+            raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
+        gs = app.ground
+        if gid in gs.terminal_index:
+            row = gs.terminal_index[gid]
+        elif gid in gs.gateway_index:
+            row = gs.n_terminals + gs.gateway_index[gid]
+        else:
+            known = ", ".join([*gs.terminal_index, *gs.gateway_index])
+            if not gid:
+                raise InvalidArgument(f"ground_id is required: a data center or gateway id ({known})")
+            raise NotFound(f"unknown ground id {gid!r} (not a data center or a gateway); known: {known}")
+        min_el = request.min_elevation_deg
+        if not (math.isfinite(min_el) and 0.0 <= min_el < 90.0):
+            raise InvalidArgument(
+                f"min_elevation_deg {min_el:g} is outside [0, 90) (0 = the ground's own mask)"
+            )
+        if min_el == 0.0:
+            min_el = float(gs.min_elevation_deg[row])
+        min_duration = _seconds(request.min_duration)
+        if min_duration < 0:
+            raise InvalidArgument(f"min_duration {min_duration:g} s must not be negative")
+        # A moving terminal's contacts are computed from where it is at the window start.
+        lat, lon, alt = (float(a[row]) for a in gs.geodetic(start))
+        indices = list(request.satellite_indices) or None
+
+        def compute():
+            with app.contacts_lock, as_invalid_argument():
+                return find_passes(
+                    app.contacts_propagator, lat, lon, alt, start, end, min_el, min_duration, indices
+                )
+
+        passes = await asyncio.to_thread(compute)
+        names = app.require_elements().names
+        return links_pb2.ListContactsResponse(
+            ground_id=gid,
+            contacts=[pass_to_proto(p, names) for p in passes[:MAX_CONTACTS]],
+            truncated=len(passes) > MAX_CONTACTS,
+        )
+
+    async def WatchEvents(self, request, context) -> AsyncIterator[events_pb2.LinkEvent]:
+        app = self.app
+        dcs = set(request.data_center_ids)
+        regions = set(request.region_ids)
+        for dc in dcs:
+            app.data_center(dc)
+        for region in regions:
+            if region not in app.ground.region_index:
+                raise NotFound(f"unknown region {region!r}; known: {', '.join(app.ground.region_index)}")
+        event_filter = EventFilter(app, dcs, regions)
+        resume = request.after_sequence > 0
+        subscriber = EventSubscriber(app.redis_url, app.channel, request.after_sequence if resume else None)
+        stream = subscriber.events()
+        try:
+            if resume and request.include_snapshot:
+                snapshot = await subscriber.latest_snapshot()
+                if snapshot is not None:
+                    event = events_pb2.LinkEvent(sequence=snapshot.sequence, run_id=snapshot.run_id)
+                    event.emulated_time.CopyFrom(snapshot.emulated_time)
+                    event.snapshot.CopyFrom(snapshot)
+                    yield event_filter.apply(event)
+            first = True
+            async for event in stream:
+                is_snapshot = event.WhichOneof("body") == "snapshot"
+                if first and is_snapshot and not resume and not request.include_snapshot:
+                    first = False
+                    continue  # the bus starts "from now" at the latest snapshot; not asked for
+                first = False
+                filtered = event_filter.apply(event)
+                if filtered is not None:
+                    yield filtered
+        finally:
+            # Close our iterator before the subscriber, or its finalizer races the subscriber's close.
+            with contextlib.suppress(RuntimeError):
+                await stream.aclose()
+            await subscriber.aclose()
+
+
+class EventFilter:
+    """Keeps the events about the asked-for data centers and regions (empty = all).
+
+    Events about no particular data center (SlotStarted, a gateway's handover) pass a data-center
+    filter; snapshots pass with only the matching routes and assignments.
+    """
+
+    def __init__(self, app: LinksApp, data_centers: set[str], regions: set[str]) -> None:
+        self.dcs = data_centers
+        self.regions = regions
+        self.gateway_region = app.gateway_region
+        self.home = {t.id: t.home_region_id for t in app.ground.terminals}
+
+    def _keep(self, dc: str | None, region: str | None) -> bool:
+        if self.dcs and dc is not None and dc not in self.dcs:
+            return False
+        return not (self.regions and region is not None and region not in self.regions)
+
+    def _keep_assignment(self, a: route_pb2.Assignment) -> bool:
+        if a.kind == route_pb2.GROUND_KIND_TERMINAL:
+            return self._keep(a.ground_id, self.home.get(a.ground_id))
+        return self._keep(None, self.gateway_region.get(a.ground_id))
+
+    def apply(self, event: events_pb2.LinkEvent) -> events_pb2.LinkEvent | None:
+        if not self.dcs and not self.regions:
+            return event
+        body = event.WhichOneof("body")
+        if body == "handover":
+            h = event.handover
+            if h.kind == route_pb2.GROUND_KIND_TERMINAL:
+                keep = self._keep(h.ground_id, self.home.get(h.ground_id))
+            else:
+                keep = self._keep(None, self.gateway_region.get(h.ground_id))
+            return event if keep else None
+        if body == "route_changed":
+            r = event.route_changed.route
+            return event if self._keep(r.data_center_id, r.region_id) else None
+        if body == "link_status":
+            s = event.link_status
+            return event if self._keep(s.data_center_id, s.region_id) else None
+        if body == "snapshot":
+            out = events_pb2.LinkEvent()
+            out.CopyFrom(event)
+            snap = out.snapshot
+            routes = [r for r in snap.routes if self._keep(r.data_center_id, r.region_id)]
+            kept = [a for a in snap.assignments if self._keep_assignment(a)]
+            del snap.routes[:]
+            snap.routes.extend(routes)
+            del snap.assignments[:]
+            snap.assignments.extend(kept)
+            return out
+        return event
+
+
+def build(settings: Settings, clock: EmulationClock) -> LinksApp:
+    return LinksApp(settings, clock)
+
+
+__all__ = ["EventFilter", "LinkServicer", "LinksApp", "build"]

@@ -532,14 +532,14 @@ def load_scenario(path: str | Path) -> Scenario:
 
 DEFAULT_SCENARIO: dict[str, Any] = {
     "name": "default",
-    "description": "A modular data center in northern Alaska reaching West US 2 over Starlink shell 1.",
+    "description": "A modular data center on Kodiak Island, Alaska, reaching West US 2 over Starlink shell 1 with ISLs.",
     "epoch": "2020-10-30T00:00:00Z",
     "speed": 1,
     "constellation": {"preset": "starlink-shell1"},
     "scheduler": {"isl": "+grid", "policy": "highest-elevation"},
     "regions": [{"id": "westus2"}],
     "data_centers": [
-        {"id": "mdc-prudhoe", "home_region": "westus2", "location": {"lat": 70.255, "lon": -148.337}},
+        {"id": "mdc-kodiak", "home_region": "westus2", "location": {"lat": 57.79, "lon": -152.4}},
     ],
 }
 
