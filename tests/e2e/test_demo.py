@@ -40,7 +40,10 @@ def _predicted_outages(start: float, end: float) -> tuple[int, float]:
     dc, region = s.data_centers[0], s.regions[0]
     ground = GroundSegment(
         [Terminal(dc.id, dc.location.lat, dc.location.lon, min_elevation_deg=dc.terminal.min_elevation_deg)],
-        [Gateway(g.id, region.id, g.location.lat, g.location.lon, min_elevation_deg=g.min_elevation_deg) for g in region.gateways],
+        [
+            Gateway(g.id, region.id, g.location.lat, g.location.lon, min_elevation_deg=g.min_elevation_deg)
+            for g in region.gateways
+        ],
         [Region(region.id, region.location.lat, region.location.lon)],
     )
     config = SchedulerConfig(policy=s.scheduler.policy, isl=s.scheduler.isl)
@@ -56,7 +59,21 @@ def test_demo_headless_summary_is_consistent(tmp_path):
     env = {**os.environ, "SKYHAUL_STATE_DIR": str(tmp_path / "state")}
     env.pop("SKYHAUL_REDIS_URL", None)
     result = subprocess.run(
-        [sys.executable, "-m", "skyhaul.cli.main", "demo", "--scenario", str(SEED), "--minutes", "12", "--speed", "40", "--run-dir", str(run_dir), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "skyhaul.cli.main",
+            "demo",
+            "--scenario",
+            str(SEED),
+            "--minutes",
+            "12",
+            "--speed",
+            "40",
+            "--run-dir",
+            str(run_dir),
+            "--json",
+        ],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -91,7 +108,12 @@ def test_demo_headless_summary_is_consistent(tmp_path):
     with Image.open(png) as image:
         assert image.size[0] >= 800 and image.size[1] >= 500
     assert summarize(data).as_dict() == {k: v for k, v in summary.items() if k not in ("run_dir", "report")}
-    again = subprocess.run([sys.executable, "-m", "skyhaul.cli.main", "report", str(run_dir), "--json"], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "skyhaul.cli.main", "report", str(run_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and json.loads(again.stdout)["outages"] == summary["outages"]
 
     assert _leftovers(run_dir) == []

@@ -50,4 +50,6 @@ def test_scenario_starts(path, tmp_path, redis_url):
         assert {check_health(addr) for addr in endpoints.services.values()} == {"SERVING"}
     finally:
         launcher.stop()
-    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not [
+        p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
