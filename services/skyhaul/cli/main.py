@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.k8s",
     "skyhaul.cli.orbit",
     "skyhaul.cli.links",
+    "skyhaul.cli.terminal",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
 )

@@ -1,0 +1,160 @@
+"""`skyhaul terminal stats|set|clear`: the data plane's counters and chaos on demand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from skyhaul.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_formatter,
+    fail,
+    print_json,
+    resolve_address,
+    rpc_error_message,
+)
+from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    terminal = sub.add_parser("terminal", help="the data center's dish: stats, overrides (chaos on demand)")
+    add_formatter(
+        terminal,
+        """examples:
+  skyhaul terminal stats
+  skyhaul terminal set --outage --for 30          force a 30 s outage
+  skyhaul terminal set --extra-delay-ms 100 --for 60
+  skyhaul terminal set --rate-cap-mbps 5          until cleared
+  skyhaul terminal clear
+""",
+    )
+    terminal.add_argument("--terminal", help="terminal control HOST:PORT (default: the running system's)")
+    actions = terminal.add_subparsers(dest="action", metavar="ACTION", required=True)
+    stats = actions.add_parser("stats", help="per-direction bytes, queue, delay, rate, outage time")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=lambda a: asyncio.run(cmd_stats(a)))
+    over = actions.add_parser("set", help="pin extra delay, cap the rate or force an outage")
+    over.add_argument("--extra-delay-ms", type=float)
+    over.add_argument("--rate-cap-mbps", type=float, help="0 removes the cap")
+    over.add_argument("--outage", action="store_true", help="force an outage (needs --for)")
+    over.add_argument(
+        "--for", dest="duration", type=float, default=0.0, help="seconds these last (0 = until cleared)"
+    )
+    over.add_argument("--json", action="store_true")
+    over.set_defaults(func=lambda a: asyncio.run(cmd_set(a)))
+    clear = actions.add_parser("clear", help="remove every override")
+    clear.add_argument("--json", action="store_true")
+    clear.set_defaults(func=lambda a: asyncio.run(cmd_clear(a)))
+
+
+def _overrides_dict(o) -> dict:
+    return {
+        "extra_delay_ms": o.extra_delay_ms,
+        "rate_cap_mbps": o.rate_cap_mbps,
+        "forced_outage": o.forced_outage,
+    }
+
+
+async def _call(args, method: str, request):
+    import grpc
+
+    from skyhaul.v1 import terminal_pb2_grpc
+
+    address = resolve_address("terminal", args.terminal)
+    async with channel(address) as ch:
+        try:
+            return await getattr(terminal_pb2_grpc.TerminalServiceStub(ch), method)(
+                request, timeout=DEFAULT_DEADLINE_S
+            ), None
+        except grpc.RpcError as exc:
+            return None, rpc_error_message(exc, address)
+
+
+async def cmd_stats(args: argparse.Namespace) -> int:
+    from skyhaul.v1 import terminal_pb2
+
+    s, error = await _call(args, "GetStats", terminal_pb2.GetStatsRequest())
+    if error:
+        return fail(*error)
+
+    def direction(d) -> dict:
+        return {
+            "bytes_in": d.bytes_in,
+            "bytes_out": d.bytes_out,
+            "queued_bytes": d.queued_bytes,
+            "delay_ms": round(d.current_delay_ms, 3),
+            "rate_mbps": round(d.current_rate_mbps, 3),
+        }
+
+    value = {
+        "data_center": s.data_center_id,
+        "link_up": s.link_up,
+        "satellite": s.satellite_index,
+        "uplink": direction(s.uplink),
+        "downlink": direction(s.downlink),
+        "outage_seconds": round(s.outage_seconds_total, 3),
+        "connections": {"active": s.active_connections, "total": s.total_connections},
+        "forwards": [f"127.0.0.1:{f.listen_port} -> {f.target}" for f in s.forwards],
+        "overrides": _overrides_dict(s.overrides),
+        "route_stale": s.route_stale,
+        "last_event_sequence": s.last_event_sequence,
+    }
+    if args.json:
+        print_json(value)
+        return EXIT_OK
+    print(
+        f"{s.data_center_id}: link {'UP' if s.link_up else 'DOWN'}, satellite {s.satellite_index}, outage time {s.outage_seconds_total:.1f} s{' (route stale)' if s.route_stale else ''}"
+    )
+    for name in ("uplink", "downlink"):
+        d = value[name]
+        rate = f"{d['rate_mbps']:.1f} Mbit/s" if d["rate_mbps"] else "uncapped"
+        print(
+            f"  {name:8s} in {d['bytes_in']:>12,d} B  out {d['bytes_out']:>12,d} B  queued {d['queued_bytes']:>10,d} B  delay {d['delay_ms']:7.2f} ms  {rate}"
+        )
+    print(
+        f"  connections: {s.active_connections} active, {s.total_connections} total; forwards: {', '.join(value['forwards']) or 'none'}"
+    )
+    o = value["overrides"]
+    if any(o.values()):
+        print(f"  overrides: {o}")
+    return EXIT_OK
+
+
+async def cmd_set(args: argparse.Namespace) -> int:
+    from google.protobuf import duration_pb2
+
+    from skyhaul.v1 import terminal_pb2
+
+    if args.extra_delay_ms is None and args.rate_cap_mbps is None and not args.outage:
+        return fail("nothing to set: give --extra-delay-ms, --rate-cap-mbps or --outage", EXIT_USAGE)
+    request = terminal_pb2.SetOverridesRequest(
+        duration=duration_pb2.Duration(seconds=int(args.duration), nanos=int((args.duration % 1) * 1e9))
+    )
+    if args.extra_delay_ms is not None:
+        request.extra_delay_ms = args.extra_delay_ms
+    if args.rate_cap_mbps is not None:
+        request.rate_cap_mbps = args.rate_cap_mbps
+    if args.outage:
+        request.forced_outage = True
+    reply, error = await _call(args, "SetOverrides", request)
+    if error:
+        return fail(*error)
+    if args.json:
+        print_json(_overrides_dict(reply.overrides))
+    else:
+        print(f"overrides now: {_overrides_dict(reply.overrides)}")
+    return EXIT_OK
+
+
+async def cmd_clear(args: argparse.Namespace) -> int:
+    from skyhaul.v1 import terminal_pb2
+
+    reply, error = await _call(args, "ClearOverrides", terminal_pb2.ClearOverridesRequest())
+    if error:
+        return fail(*error)
+    if args.json:
+        print_json(_overrides_dict(reply.overrides))
+    else:
+        print("overrides cleared")
+    return EXIT_OK
