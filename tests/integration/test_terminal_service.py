@@ -54,7 +54,7 @@ def _route(clock, delay_ms, *, slot_s=15.0, available=True, capacity=50.0):
     return event, snapshot
 
 
-async def _rtt(reader, writer, probes=7):
+async def _rtt(reader, writer, probes=15):
     samples = []
     for _ in range(probes):
         start = time.perf_counter()

@@ -1,8 +1,414 @@
-"""The mdc service (not implemented yet: every RPC answers UNIMPLEMENTED)."""
+"""The modular data center service: local store, sync status and the synthetic workload.
 
-from skyhaul.runtime.server import UnimplementedApp
-from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
+Pieces (all started by `MdcApp.start`):
+
+- the object store under `<data dir>/mdc` (data durable before a put is answered, queued in the
+  outbox in the same step);
+- the link watcher (`mdc.link`), following this data center's link events on Redis;
+- the sync worker (`mdc.sync`), uploading the outbox to the home region through
+  `SKYHAUL_REGION_ADDR` (in a deployment, the terminal's relay port);
+- the synthetic workload (`mdc.workload`), started from the scenario, changed by SetWorkload.
+
+Ready means the local store is open and Redis answers. The region being unreachable is an outage
+the data center rides out, not a sign the service is unhealthy.
+
+Object times (created, synced, backlog age) are on the emulation clock; throughput is physical
+(wall time), as the data plane is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import unicodedata
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+from google.protobuf import duration_pb2
+from opentelemetry import trace
+
+from skyhaul.mdc.link import LinkWatcher
+from skyhaul.mdc.objectstore import ObjectStore, StoredObject
+from skyhaul.mdc.outbox import MAX_LIST, OutboxEntry
+from skyhaul.mdc.sync import CONTENT_TYPE_KEY, SyncConfig, SyncWorker, split_content_type
+from skyhaul.mdc.workload import Workload, WorkloadGenerator
+from skyhaul.region.blobstore import validate_container_name
+from skyhaul.runtime.bus import redis_ping
+from skyhaul.runtime.clock import EmulationClock, to_timestamp
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
+from skyhaul.runtime.scenario import DataCenterSpec
+from skyhaul.runtime.server import ServiceApp, service_full_name
+from skyhaul.runtime.settings import Settings
+from skyhaul.v1 import common_pb2, mdc_pb2, mdc_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 1 << 20
+WRITE_BATCH_BYTES = 1 << 20  # put data is handed to the disk thread in batches of about this size
+DEFAULT_LIST_RESULTS = 1000
+MAX_CONTENT_TYPE_CHARS = 256
+
+PRIORITY_NAMES = {
+    mdc_pb2.PRIORITY_CLASS_UNSPECIFIED: "bulk",
+    mdc_pb2.PRIORITY_CLASS_TELEMETRY: "telemetry",
+    mdc_pb2.PRIORITY_CLASS_INTERACTIVE: "interactive",
+    mdc_pb2.PRIORITY_CLASS_BULK: "bulk",
+}
+PRIORITY_CLASSES = {
+    "telemetry": mdc_pb2.PRIORITY_CLASS_TELEMETRY,
+    "interactive": mdc_pb2.PRIORITY_CLASS_INTERACTIVE,
+    "bulk": mdc_pb2.PRIORITY_CLASS_BULK,
+}
+SYNC_STATES = {
+    "pending": mdc_pb2.SYNC_STATE_PENDING,
+    "uploading": mdc_pb2.SYNC_STATE_UPLOADING,
+    "synced": mdc_pb2.SYNC_STATE_SYNCED,
+    "failed": mdc_pb2.SYNC_STATE_FAILED,
+}
+STATE_NAMES = {value: name for name, value in SYNC_STATES.items()}
 
 
-def build(settings, clock) -> UnimplementedApp:
-    return UnimplementedApp("mdc", mdc_pb2, mdc_pb2_grpc, "ModularDataCenterService")
+def priority_name(value: int) -> str:
+    if value not in PRIORITY_NAMES:
+        raise InvalidArgument(
+            f"priority {value} is not a PriorityClass; use TELEMETRY (1), INTERACTIVE (2) or BULK (3)"
+        )
+    return PRIORITY_NAMES[value]
+
+
+def object_info(entry: OutboxEntry) -> mdc_pb2.ObjectInfo:
+    metadata, _ = split_content_type(entry.metadata)
+    info = mdc_pb2.ObjectInfo(
+        key=entry.key,
+        size=entry.size,
+        sha256_hex=entry.sha256_hex,
+        priority=PRIORITY_CLASSES[entry.priority],
+        state=SYNC_STATES[entry.state],
+        created_at=to_timestamp(entry.created_unix),
+        bytes_confirmed=entry.bytes_confirmed,
+        attempts=entry.attempts,
+        error=entry.failure_reason or "",
+        region_etag=entry.etag or "",
+        metadata=metadata,
+    )
+    if entry.synced_unix is not None:
+        info.synced_at.CopyFrom(to_timestamp(entry.synced_unix))
+    return info
+
+
+def workload_message(workload: Workload) -> mdc_pb2.WorkloadSpec:
+    message = mdc_pb2.WorkloadSpec(
+        objects_per_batch=workload.objects_per_batch,
+        object_size_bytes=workload.object_size_bytes,
+        priority=PRIORITY_CLASSES[workload.priority],
+        key_prefix=workload.key_prefix,
+    )
+    message.interval.FromNanoseconds(int(round(workload.interval_s * 1e9)))
+    return message
+
+
+def position_at(spec: DataCenterSpec, epoch_unix: float, at_unix: float) -> tuple[float, float, float]:
+    """(lat, lon, alt_m) of the data center at an emulated time: fixed, or along its track.
+
+    Latitude and longitude come from the same great-circle interpolation the links service uses
+    for the terminal (`core.ground`), so the data center and its dish never disagree.
+    """
+    if not spec.track:
+        location = spec.start_location
+        return location.lat, location.lon, location.alt_m
+    if len(spec.track) == 1:
+        point = spec.track[0].location
+        return point.lat, point.lon, point.alt_m
+    from skyhaul.core.ground import GroundSegment, Terminal
+
+    waypoints = [(p.t_s, p.location.lat, p.location.lon) for p in spec.track]
+    segment = GroundSegment(
+        terminals=(Terminal.moving(spec.id, waypoints, epoch_unix),), gateways=(), regions=()
+    )
+    lat, lon = segment.track_position(0, at_unix)
+    times = [epoch_unix + p.t_s for p in spec.track]
+    alt = float(np.interp(at_unix, times, [p.location.alt_m for p in spec.track]))
+    return float(lat), float(lon), alt
+
+
+def _validate_content_type(content_type: str) -> str:
+    if len(content_type) > MAX_CONTENT_TYPE_CHARS or any(
+        unicodedata.category(c) == "Cc" for c in content_type
+    ):
+        raise InvalidArgument(
+            f"content type {content_type[:40]!r} is invalid: at most {MAX_CONTENT_TYPE_CHARS} printable characters"
+        )
+    return content_type
+
+
+class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
+    def __init__(self, app: MdcApp) -> None:
+        self._app = app
+
+    async def GetInfo(self, request, context):
+        app = self._app
+        spec = app.spec
+        lat, lon, alt = position_at(spec, app.settings.scenario.epoch_unix, app.clock.now())
+        store = app.store
+        return mdc_pb2.GetInfoResponse(
+            data_center_id=spec.id,
+            home_region_id=spec.home_region,
+            position=common_pb2.GeoPoint(latitude_deg=lat, longitude_deg=lon, altitude_m=alt),
+            moving=len(spec.track) > 1,
+            storage_capacity_bytes=spec.storage_bytes,
+            storage_used_bytes=store.used_bytes() if store is not None else 0,
+        )
+
+    async def PutObject(self, request_iterator, context):
+        store = self._app.require_store()
+        handle = None
+        expected = None
+        buffered: list[bytes] = []
+        buffered_bytes = 0
+        try:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if part == "header":
+                    if handle is not None:
+                        raise InvalidArgument(
+                            "PutObject got a second header; send one header first, then only data chunks"
+                        )
+                    header = message.header
+                    expected = header.expected_sha256 or None
+                    if expected is not None and len(expected) != 32:
+                        raise InvalidArgument(f"expected_sha256 must be 32 raw bytes, got {len(expected)}")
+                    handle = await self._begin(store, header)
+                    trace.get_current_span().set_attribute("skyhaul.key", header.key)
+                elif part == "data":
+                    if handle is None:
+                        raise InvalidArgument(
+                            "PutObject got data before the header; the first message must carry the header"
+                        )
+                    buffered.append(message.data)
+                    buffered_bytes += len(message.data)
+                    if buffered_bytes >= WRITE_BATCH_BYTES:
+                        await asyncio.to_thread(_write_all, handle, buffered)
+                        buffered, buffered_bytes = [], 0
+                else:
+                    raise InvalidArgument("PutObject got a message with neither header nor data")
+            if handle is None:
+                raise InvalidArgument("PutObject got no header; the first message must carry the header")
+            if buffered:
+                await asyncio.to_thread(_write_all, handle, buffered)
+            stored = await asyncio.to_thread(handle.finish, expected)
+        finally:
+            if handle is not None:
+                handle.abort()  # nothing if finished; a failed or cancelled put leaves nothing behind
+        self._app.object_added(stored)
+        entry = await asyncio.to_thread(store.get, stored.key)
+        return mdc_pb2.PutObjectResponse(object=object_info(entry))
+
+    async def _begin(self, store: ObjectStore, header: mdc_pb2.ObjectHeader):
+        priority = priority_name(header.priority)
+        metadata = dict(header.metadata)
+        if CONTENT_TYPE_KEY in metadata:
+            raise InvalidArgument(
+                f"metadata key {CONTENT_TYPE_KEY!r} is reserved; use the content_type field"
+            )
+        if header.content_type:
+            metadata[CONTENT_TYPE_KEY] = _validate_content_type(header.content_type)
+        return await asyncio.to_thread(store.begin_put, header.key, priority, metadata)
+
+    async def GetObject(self, request, context) -> AsyncIterator[mdc_pb2.GetObjectResponse]:
+        store = self._app.require_store()
+        trace.get_current_span().set_attribute("skyhaul.key", request.key)
+        entry = await asyncio.to_thread(store.get, request.key)
+        source = await asyncio.to_thread(store.open_object, request.key)
+        try:
+            first = mdc_pb2.GetObjectResponse(object=object_info(entry))
+            chunk = await asyncio.to_thread(source.read, READ_CHUNK_BYTES)
+            first.data = chunk
+            yield first
+            while chunk:
+                chunk = await asyncio.to_thread(source.read, READ_CHUNK_BYTES)
+                if chunk:
+                    yield mdc_pb2.GetObjectResponse(data=chunk)
+        finally:
+            source.close()
+
+    async def ListObjects(self, request, context):
+        store = self._app.require_store()
+        wanted = request.max_results or DEFAULT_LIST_RESULTS
+        if not 1 <= wanted <= MAX_LIST:
+            raise InvalidArgument(
+                f"max_results {request.max_results} is outside 1..{MAX_LIST} (0 means 1000)"
+            )
+        if request.state not in STATE_NAMES and request.state != mdc_pb2.SYNC_STATE_UNSPECIFIED:
+            raise InvalidArgument(f"state {request.state} is not a SyncState")
+        state = STATE_NAMES.get(request.state)
+        ask = min(wanted + 1, MAX_LIST)
+        found = await asyncio.to_thread(
+            store.outbox.list_entries, request.prefix, state, ask, request.page_token
+        )
+        page = found[:wanted]
+        more = len(found) > wanted or (ask == wanted and len(found) == wanted)
+        return mdc_pb2.ListObjectsResponse(
+            objects=[object_info(e) for e in page], next_page_token=page[-1].key if more and page else ""
+        )
+
+    async def GetStatus(self, request, context):
+        app = self._app
+        store = app.require_store()
+        backlog, totals = await asyncio.gather(
+            asyncio.to_thread(store.outbox.backlog), asyncio.to_thread(store.outbox.totals)
+        )
+        now = app.clock.now()
+        link = app.link.state
+        response = mdc_pb2.GetStatusResponse(
+            data_center_id=app.spec.id,
+            emulated_time=to_timestamp(now),
+            link=mdc_pb2.LinkStatus(
+                up=link.up,
+                satellite_index=link.satellite_index,
+                rtt_ms=link.rtt_ms,
+                capacity_up_mbps=link.capacity_up_mbps,
+                capacity_down_mbps=link.capacity_down_mbps,
+                last_event_sequence=link.last_event_sequence,
+            ),
+            backlog=mdc_pb2.Backlog(objects=backlog.objects, bytes=backlog.bytes),
+            totals=mdc_pb2.SyncTotals(
+                objects_put=totals.objects,
+                bytes_put=totals.bytes,
+                objects_synced=totals.synced,
+                bytes_synced=totals.synced_bytes,
+                bytes_sent=totals.bytes_sent,
+                objects_failed=totals.failed,
+                throughput_mbps=app.worker.meter.mbps() if app.worker is not None else 0.0,
+            ),
+            sync_paused=not link.up,
+            workload=workload_message(app.workload.workload if app.workload else Workload()),
+        )
+        if link.since_unix is not None:
+            response.link.since.CopyFrom(to_timestamp(link.since_unix))
+        if backlog.oldest_created_unix is not None:
+            age = max(0.0, now - backlog.oldest_created_unix)
+            response.backlog.oldest_age.CopyFrom(
+                duration_pb2.Duration(seconds=int(age), nanos=int(age % 1 * 1e9))
+            )
+        return response
+
+    async def SetWorkload(self, request, context):
+        app = self._app
+        if app.workload is None:
+            raise FailedPrecondition("the data center is not started yet; retry in a moment")
+        spec = request.workload
+        current = app.workload.workload
+        workload = Workload(
+            objects_per_batch=spec.objects_per_batch,
+            object_size_bytes=spec.object_size_bytes or current.object_size_bytes,
+            interval_s=spec.interval.ToNanoseconds() / 1e9
+            if spec.HasField("interval")
+            else current.interval_s,
+            priority=priority_name(spec.priority),
+            # Empty keeps the current prefix (proto3 cannot tell "unset" from "").
+            key_prefix=spec.key_prefix or current.key_prefix,
+        )
+        await app.workload.set(workload)
+        log.info("workload set", extra={"skyhaul.workload": str(workload)})
+        return mdc_pb2.SetWorkloadResponse(workload=workload_message(workload))
+
+
+def _write_all(handle, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        handle.write(chunk)
+
+
+class MdcApp(ServiceApp):
+    """The data center process. `sync_config` overrides what the scenario gives (tests, benchmarks)."""
+
+    name = "mdc"
+    service_names = (service_full_name(mdc_pb2, "ModularDataCenterService"),)
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: EmulationClock,
+        *,
+        sync_config: SyncConfig | None = None,
+        store_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.spec = settings.scenario.data_center(settings.data_center_id)
+        if sync_config is None:
+            sync = self.spec.sync
+            sync_config = SyncConfig(
+                container=sync.container,
+                block_size_bytes=sync.block_size_bytes,
+                bandwidth_share=sync.bandwidth_share,
+                fallback_capacity_mbps=self.spec.terminal.uplink_mbps,
+            )
+        validate_container_name(sync_config.container)
+        self.sync_config = sync_config
+        self.store_dir = Path(store_dir) if store_dir is not None else Path(settings.data_dir) / "mdc"
+        self.store: ObjectStore | None = None
+        self.link = LinkWatcher(
+            self.spec.id, self.spec.home_region, now=clock.now, redis_url=settings.redis_url or None
+        )
+        self.worker: SyncWorker | None = None
+        self.workload: WorkloadGenerator | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    def require_store(self) -> ObjectStore:
+        if self.store is None:
+            raise FailedPrecondition("the data center's object store is not open (starting or stopping)")
+        return self.store
+
+    def register(self, server: grpc.aio.Server) -> None:
+        mdc_pb2_grpc.add_ModularDataCenterServiceServicer_to_server(MdcServicer(self), server)
+
+    def object_added(self, stored: StoredObject) -> None:
+        if self.worker is not None:
+            self.worker.notify(stored.priority)
+
+    async def start(self) -> None:
+        self.store = await asyncio.to_thread(
+            ObjectStore, self.store_dir, clock=self.clock.now, capacity_bytes=self.spec.storage_bytes
+        )
+        self.worker = SyncWorker(self.store, self.settings.peers["region"], self.link, self.sync_config)
+        self.workload = WorkloadGenerator(
+            self.store, self.spec.id, speed=self.settings.scenario.speed, on_put=self.object_added
+        )
+        self._tasks = [
+            asyncio.create_task(self.link.run(), name="link events"),
+            asyncio.create_task(self.worker.run(), name="sync worker"),
+        ]
+        w = self.spec.workload
+        await self.workload.set(Workload(w.objects, w.size_bytes, w.interval_s, w.priority, w.key_prefix))
+        log.info(
+            "data center started",
+            extra={
+                "skyhaul.data_center": self.spec.id,
+                "region": self.settings.peers["region"],
+                "skyhaul.data_dir": str(self.store_dir),
+            },
+        )
+
+    async def stop(self) -> None:
+        if self.workload is not None:
+            await self.workload.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        store, self.store = self.store, None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.close()
+
+    async def ready(self) -> bool:
+        if self.store is None:
+            return False
+        return await redis_ping(self.settings.redis_url, timeout=1.0)
+
+
+def build(settings: Settings, clock: EmulationClock, **overrides) -> MdcApp:
+    return MdcApp(settings, clock, **overrides)
