@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.orbit",
     "skyhaul.cli.links",
     "skyhaul.cli.terminal",
+    "skyhaul.cli.data",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
 )

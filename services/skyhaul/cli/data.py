@@ -1,0 +1,398 @@
+"""`skyhaul put`, `skyhaul objects`, `skyhaul mdc-status`, `skyhaul blobs`: data in and out of the
+modular data center, and what arrived in the region."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from skyhaul.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_formatter,
+    fail,
+    print_json,
+    resolve_address,
+    rpc_error_message,
+)
+
+PRIORITIES = ("telemetry", "interactive", "bulk")
+STATES = ("pending", "uploading", "synced", "failed")
+CHUNK_BYTES = 1 << 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    put = sub.add_parser("put", help="store a file in the data center; it syncs to the region by itself")
+    add_formatter(
+        put,
+        """The object is durable in the data center when the command returns; the sync worker then
+uploads it to the home region (check with `skyhaul objects` or `skyhaul blobs`).
+
+examples:
+  skyhaul put scan-0001.bin                                   key = the file name, bulk priority
+  skyhaul put engine.log --key telemetry/engine/0001.log --priority telemetry
+  skyhaul put frame.jpg --content-type image/jpeg --metadata camera=north --metadata shift=2
+""",
+    )
+    put.add_argument("file", help="the file to store")
+    put.add_argument("--key", help="object key (default: the file name)")
+    put.add_argument("--priority", choices=PRIORITIES, default="bulk", help="sync class (default bulk)")
+    put.add_argument("--content-type", default="", help="MIME type stored with the blob")
+    put.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    put.add_argument("--mdc", help="data center HOST:PORT")
+    put.add_argument("--json", action="store_true")
+    put.set_defaults(func=cmd_put)
+
+    objects = sub.add_parser("objects", help="objects in the data center and their sync state")
+    add_formatter(
+        objects,
+        """examples:
+  skyhaul objects                         every object (first 1000)
+  skyhaul objects --state pending         the backlog
+  skyhaul objects --state failed --json   what could not be synced, and why
+  skyhaul objects --prefix sensor/ --limit 20
+""",
+    )
+    objects.add_argument("--state", choices=STATES, help="only objects in this state")
+    objects.add_argument("--prefix", default="", help="only keys starting with this")
+    objects.add_argument("--limit", type=int, default=1000, help="rows at most (default 1000)")
+    objects.add_argument("--mdc", help="data center HOST:PORT")
+    objects.add_argument("--json", action="store_true")
+    objects.set_defaults(func=lambda a: asyncio.run(cmd_objects(a)))
+
+    status = sub.add_parser("mdc-status", help="the data center's link, backlog, throughput and totals")
+    add_formatter(
+        status,
+        """examples:
+  skyhaul mdc-status
+  skyhaul mdc-status --json
+  skyhaul mdc-status --mdc 127.0.0.1:50054
+""",
+    )
+    status.add_argument("--mdc", help="data center HOST:PORT")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=lambda a: asyncio.run(cmd_mdc_status(a)))
+
+    blobs = sub.add_parser("blobs", help="blobs committed in the region")
+    add_formatter(
+        blobs,
+        """Without --container, every container is listed.
+
+examples:
+  skyhaul blobs                                  everything in the region
+  skyhaul blobs --container mdc-sync --prefix sensor/mdc-prudhoe/
+  skyhaul blobs --region 127.0.0.1:50053 --json
+""",
+    )
+    blobs.add_argument("--container", help="only this container")
+    blobs.add_argument("--prefix", default="", help="only names starting with this")
+    blobs.add_argument("--limit", type=int, default=1000, help="rows at most per container (default 1000)")
+    blobs.add_argument("--region", help="region HOST:PORT")
+    blobs.add_argument("--json", action="store_true")
+    blobs.set_defaults(func=lambda a: asyncio.run(cmd_blobs(a)))
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _time(ts) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return dt.datetime.fromtimestamp(ts.seconds + ts.nanos * 1e-9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _enum(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def _object_row(o) -> dict:
+    from skyhaul.v1 import mdc_pb2
+
+    return {
+        "key": o.key,
+        "size": o.size,
+        "state": _enum(mdc_pb2.SyncState.Name(o.state), "SYNC_STATE_"),
+        "priority": _enum(mdc_pb2.PriorityClass.Name(o.priority), "PRIORITY_CLASS_"),
+        "sha256": o.sha256_hex,
+        "bytes_confirmed": o.bytes_confirmed,
+        "attempts": o.attempts,
+        "created_at": _time(o.created_at),
+        "synced_at": _time(o.synced_at),
+        "region_etag": o.region_etag,
+        "error": o.error,
+        "metadata": dict(o.metadata),
+    }
+
+
+def _parse_metadata(items: list[str]) -> dict[str, str]:
+    metadata = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--metadata {item!r} is not KEY=VALUE")
+        metadata[key] = value
+    return metadata
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _file_digest(path: Path) -> tuple[int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.digest()
+
+
+def _read_chunks(path: Path):
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(f"{path}: no such file", EXIT_USAGE)
+    try:
+        metadata = _parse_metadata(args.metadata)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    # The data center checks this digest against what it received: a short or garbled stream stores nothing.
+    size, digest = _file_digest(path)
+    return asyncio.run(_put(args, path, size, digest, metadata))
+
+
+async def _put(
+    args: argparse.Namespace, path: Path, size: int, digest: bytes, metadata: dict[str, str]
+) -> int:
+    import grpc
+
+    from skyhaul.runtime.clients import channel
+    from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
+
+    header = mdc_pb2.ObjectHeader(
+        key=args.key or path.name,
+        priority=getattr(mdc_pb2, f"PRIORITY_CLASS_{args.priority.upper()}"),
+        expected_sha256=digest,
+        metadata=metadata,
+        content_type=args.content_type,
+    )
+
+    async def messages():
+        yield mdc_pb2.PutObjectRequest(header=header)
+        for chunk in _read_chunks(path):  # a 1 MiB local read between messages: fine for a CLI
+            yield mdc_pb2.PutObjectRequest(data=chunk)
+
+    address = resolve_address("mdc", args.mdc)
+    async with channel(address) as ch:
+        stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
+        try:
+            reply = await stub.PutObject(messages(), timeout=60 + size / 20e6)
+        except grpc.RpcError as exc:
+            return fail(*rpc_error_message(exc, address))
+    row = _object_row(reply.object)
+    if args.json:
+        print_json(row)
+    else:
+        print(
+            f"stored {row['key']} ({_size(row['size'])}, sha256 {row['sha256'][:16]}...), {row['state']} sync"
+        )
+    return EXIT_OK
+
+
+async def cmd_objects(args: argparse.Namespace) -> int:
+    import grpc
+
+    from skyhaul.runtime.clients import channel
+    from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
+
+    if args.limit < 1:
+        return fail(f"--limit {args.limit} must be at least 1", EXIT_USAGE)
+    state = (
+        getattr(mdc_pb2, f"SYNC_STATE_{args.state.upper()}") if args.state else mdc_pb2.SYNC_STATE_UNSPECIFIED
+    )
+    address = resolve_address("mdc", args.mdc)
+    rows: list[dict] = []
+    async with channel(address) as ch:
+        stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
+        token = ""
+        try:
+            while len(rows) < args.limit:
+                reply = await stub.ListObjects(
+                    mdc_pb2.ListObjectsRequest(
+                        prefix=args.prefix,
+                        state=state,
+                        page_token=token,
+                        max_results=min(1000, args.limit - len(rows)),
+                    ),
+                    timeout=10,
+                )
+                rows += [_object_row(o) for o in reply.objects]
+                token = reply.next_page_token
+                if not token:
+                    break
+        except grpc.RpcError as exc:
+            return fail(*rpc_error_message(exc, address))
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no objects")
+        return EXIT_OK
+    width = min(60, max(len(r["key"]) for r in rows))
+    print(
+        f"{'key':<{width}}  {'size':>10}  {'state':<9}  {'priority':<11}  {'staged':>6}  {'tries':>5}  created"
+    )
+    for r in rows:
+        staged = f"{r['bytes_confirmed'] / r['size']:.0%}" if r["size"] else "-"
+        line = (
+            f"{r['key']:<{width}}  {_size(r['size']):>10}  {r['state']:<9}  {r['priority']:<11}  "
+            f"{staged:>6}  {r['attempts']:>5}  {r['created_at']}"
+        )
+        print(line + (f"  error: {r['error']}" if r["error"] else ""))
+    return EXIT_OK
+
+
+async def cmd_mdc_status(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
+    from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
+
+    address = resolve_address("mdc", args.mdc)
+    async with channel(address) as ch:
+        stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
+        try:
+            status = await stub.GetStatus(mdc_pb2.GetStatusRequest(), timeout=DEFAULT_DEADLINE_S)
+        except grpc.RpcError as exc:
+            return fail(*rpc_error_message(exc, address))
+    if args.json:
+        print_json(MessageToDict(status, always_print_fields_with_no_presence=True))
+        return EXIT_OK
+    link, backlog, totals, workload = status.link, status.backlog, status.totals, status.workload
+    if link.up:
+        satellite = f"satellite {link.satellite_index}" if link.satellite_index >= 0 else "satellite unknown"
+        rtt = f"RTT {link.rtt_ms:.1f} ms" if link.rtt_ms else "RTT unknown"
+        capacity = (
+            f"up {link.capacity_up_mbps:.0f} / down {link.capacity_down_mbps:.0f} Mbit/s"
+            if link.capacity_up_mbps
+            else "capacity unknown"
+        )
+        link_line = f"UP    {satellite}  {rtt}  {capacity}"
+    else:
+        link_line = "DOWN"
+    if link.last_event_sequence == 0:
+        link_line += "  (no link events yet: assumed up, failures drive the retries)"
+    elif link.since.seconds:
+        link_line += f"  since {_time(link.since)}"
+    oldest = backlog.oldest_age.seconds + backlog.oldest_age.nanos * 1e-9
+    print(f"data center  {status.data_center_id}   (emulated time {_time(status.emulated_time)})")
+    print(f"link         {link_line}")
+    print(
+        f"backlog      {backlog.objects} objects, {_size(backlog.bytes)}"
+        + (f", oldest {oldest:.0f} s" if backlog.objects else "")
+    )
+    print(
+        f"totals       put {totals.objects_put} ({_size(totals.bytes_put)})  synced {totals.objects_synced} "
+        f"({_size(totals.bytes_synced)})  sent {_size(totals.bytes_sent)}  failed {totals.objects_failed}"
+    )
+    print(f"throughput   {totals.throughput_mbps:.1f} Mbit/s to the region (last 5 s)")
+    print(f"sync         {'PAUSED (link down)' if status.sync_paused else 'running'}")
+    if workload.objects_per_batch:
+        interval = workload.interval.seconds + workload.interval.nanos * 1e-9
+        priority = _enum(mdc_pb2.PriorityClass.Name(workload.priority), "PRIORITY_CLASS_")
+        print(
+            f"workload     {workload.objects_per_batch} x {_size(workload.object_size_bytes)} every {interval:g} s "
+            f"emulated ({priority}, keys {workload.key_prefix}{status.data_center_id}/...)"
+        )
+    else:
+        print("workload     off")
+    return EXIT_OK
+
+
+async def cmd_blobs(args: argparse.Namespace) -> int:
+    import grpc
+
+    from skyhaul.runtime.clients import channel
+    from skyhaul.v1 import region_pb2, region_pb2_grpc
+
+    if args.limit < 1:
+        return fail(f"--limit {args.limit} must be at least 1", EXIT_USAGE)
+    address = resolve_address("region", args.region)
+    rows: list[dict] = []
+    async with channel(address) as ch:
+        stub = region_pb2_grpc.CloudRegionServiceStub(ch)
+        try:
+            if args.container:
+                containers = [args.container]
+            else:
+                containers = list(
+                    (await stub.ListContainers(region_pb2.ListContainersRequest(), timeout=10)).containers
+                )
+            for container in containers:
+                token = ""
+                found = 0
+                while found < args.limit:
+                    reply = await stub.ListBlobs(
+                        region_pb2.ListBlobsRequest(
+                            container=container,
+                            prefix=args.prefix,
+                            page_token=token,
+                            max_results=min(1000, args.limit - found),
+                        ),
+                        timeout=10,
+                    )
+                    found += len(reply.blobs)
+                    rows += [
+                        {
+                            "container": container,
+                            "name": b.name,
+                            "size": b.size,
+                            "sha256": b.sha256_hex,
+                            "etag": b.etag,
+                            "committed_at": _time(b.committed_at),
+                            "blocks": b.block_count,
+                            "content_type": b.content_type,
+                            "metadata": dict(b.metadata),
+                        }
+                        for b in reply.blobs
+                    ]
+                    token = reply.next_page_token
+                    if not token:
+                        break
+        except grpc.RpcError as exc:
+            return fail(*rpc_error_message(exc, address))
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no blobs" + (f" in {args.container}" if args.container else ""))
+        return EXIT_OK
+    width = min(60, max(len(r["name"]) for r in rows))
+    cwidth = max(len(r["container"]) for r in rows)
+    print(
+        f"{'container':<{cwidth}}  {'name':<{width}}  {'size':>10}  {'blocks':>6}  committed            sha256"
+    )
+    for r in rows:
+        print(
+            f"{r['container']:<{cwidth}}  {r['name']:<{width}}  {_size(r['size']):>10}  {r['blocks']:>6}  "
+            f"{r['committed_at']}  {r['sha256'][:16]}..."
+        )
+    return EXIT_OK
