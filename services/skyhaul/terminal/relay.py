@@ -325,7 +325,11 @@ class _Pipe:
         dst = self.dst
         if dst is not None and dst.transport is not None and not dst.transport.is_closing():
             if dst.transport.can_write_eof():
-                dst.transport.write_eof()
+                try:
+                    dst.transport.write_eof()
+                except OSError:
+                    # The peer vanished first (ENOTCONN): there is nobody left to half-close to.
+                    dst.transport.close()
             else:  # pragma: no cover - TCP transports can always half-close
                 dst.transport.close()
         self.conn.pipe_done()
