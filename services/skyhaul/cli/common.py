@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -73,7 +74,49 @@ def rpc_error_message(exc: Exception, address: str) -> tuple[str, int]:
         code = exc.code()
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return (f"cannot reach {address} ({code.name}); is `skyhaul up` running?", EXIT_UNAVAILABLE)
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+        if code in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ):
             return (exc.details() or code.name, EXIT_USAGE)
         return (f"{code.name}: {exc.details()}", EXIT_FAILURE)
     return (str(exc), EXIT_FAILURE)
+
+
+def utc(ts_or_unix, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A protobuf Timestamp or Unix seconds as UTC text."""
+    t = ts_or_unix if isinstance(ts_or_unix, int | float) else ts_or_unix.seconds + ts_or_unix.nanos * 1e-9
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime(fmt)
+
+
+def pass_dict(p) -> dict[str, Any]:
+    """A skyhaul.v1.Pass (an orbit pass or a links contact window) for --json output."""
+    return {
+        "satellite_index": p.satellite_index,
+        "satellite": p.satellite_name,
+        "rise": utc(p.rise_time),
+        "culmination": utc(p.culmination_time),
+        "set": utc(p.set_time),
+        "max_elevation_deg": round(p.max_elevation_deg, 2),
+        "duration_s": round(p.duration_s, 1),
+        "rise_azimuth_deg": round(p.rise_azimuth_deg, 1),
+        "set_azimuth_deg": round(p.set_azimuth_deg, 1),
+        "rise_clipped": p.rise_clipped,
+        "set_clipped": p.set_clipped,
+    }
+
+
+def print_passes(passes: list, limit: int) -> None:
+    """The pass / contact-window table of `skyhaul passes` and `skyhaul contacts`."""
+    print(
+        f"{'satellite':22s} {'rise (UTC)':19s} {'az':>5s}  {'max el':>6s}  {'set (UTC)':19s} {'az':>5s}  {'dur s':>6s}"
+    )
+    for p in passes[:limit]:
+        clipped = " (cut by the window)" if p.rise_clipped or p.set_clipped else ""
+        print(
+            f"{p.satellite_name:22s} {utc(p.rise_time)} {p.rise_azimuth_deg:5.0f}  {p.max_elevation_deg:6.1f}  "
+            f"{utc(p.set_time)} {p.set_azimuth_deg:5.0f}  {p.duration_s:6.0f}{clipped}"
+        )
+    if len(passes) > limit:
+        print(f"... {len(passes) - limit} more (--limit, --json)")

@@ -16,9 +16,12 @@ from skyhaul.cli.common import (
     EXIT_USAGE,
     add_formatter,
     fail,
+    pass_dict,
     print_json,
+    print_passes,
     resolve_address,
     rpc_error_message,
+    utc,
 )
 from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
 
@@ -116,11 +119,6 @@ def _seconds(d) -> float:
     return d.seconds + d.nanos * 1e-9
 
 
-def _utc(ts_or_unix, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    t = ts_or_unix if isinstance(ts_or_unix, int | float) else _unix(ts_or_unix)
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime(fmt)
-
-
 def parse_time(text: str) -> float:
     """ISO 8601 (Z or offset; naive = UTC) to Unix seconds; ValueError names the bad text."""
     try:
@@ -148,7 +146,7 @@ def route_dict(route) -> dict:
     return {
         "data_center": route.data_center_id,
         "region": route.region_id,
-        "at": _utc(route.at),
+        "at": utc(route.at),
         "available": route.available,
         "one_way_delay_ms": route.one_way_delay_ms if route.available else None,
         "rtt_ms": 2 * route.one_way_delay_ms if route.available else None,
@@ -156,7 +154,7 @@ def route_dict(route) -> dict:
         "capacity_down_mbps": route.capacity_down_mbps,
         "satellite": route.first_satellite_index,
         "gateway": route.gateway_id,
-        "slot": {"index": route.slot.index, "start": _utc(route.slot.start), "end": _utc(route.slot.end)},
+        "slot": {"index": route.slot.index, "start": utc(route.slot.start), "end": utc(route.slot.end)},
         "handover_stall_ms": (route.handover_stall.seconds * 1e3 + route.handover_stall.nanos / 1e6),
         "hops": [
             {
@@ -169,7 +167,7 @@ def route_dict(route) -> dict:
             for h in route.hops
         ],
         "delay_samples_ms": [s if math.isfinite(s) else None for s in samples],
-        "samples_start": _utc(route.samples_start) if route.HasField("samples_start") else None,
+        "samples_start": utc(route.samples_start) if route.HasField("samples_start") else None,
         "samples_step_s": route.samples_step.seconds + route.samples_step.nanos * 1e-9,
     }
 
@@ -177,11 +175,11 @@ def route_dict(route) -> dict:
 def event_line(event) -> str:
     """One human line per event: sequence, emulated time, kind, summary."""
     body = event.WhichOneof("body")
-    head = f"{event.sequence:>8d}  {_utc(event.emulated_time)}  "
+    head = f"{event.sequence:>8d}  {utc(event.emulated_time)}  "
     if body == "slot_started":
         s = event.slot_started
         summary = (
-            f"slot {s.slot.index} [{_utc(s.slot.start, '%H:%M:%S')}, {_utc(s.slot.end, '%H:%M:%S')})"
+            f"slot {s.slot.index} [{utc(s.slot.start, '%H:%M:%S')}, {utc(s.slot.end, '%H:%M:%S')})"
             f"  ISLs {s.isl_count}"
         )
     elif body == "handover":
@@ -254,8 +252,8 @@ async def cmd_route(args: argparse.Namespace) -> int:
         print_json(route_dict(r))
         return EXIT_OK
     print(
-        f"{r.data_center_id} -> {r.region_id} at {_utc(r.at)} UTC (emulated), slot {r.slot.index} "
-        f"[{_utc(r.slot.start, '%H:%M:%S')}, {_utc(r.slot.end, '%H:%M:%S')})"
+        f"{r.data_center_id} -> {r.region_id} at {utc(r.at)} UTC (emulated), slot {r.slot.index} "
+        f"[{utc(r.slot.start, '%H:%M:%S')}, {utc(r.slot.end, '%H:%M:%S')})"
     )
     if r.hops:
         print(f"  {'segment':9s} {'from':20s} {'to':20s} {'km':>10s} {'ms':>9s}")
@@ -352,7 +350,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
     result = {
         "data_center": args.mdc,
         "region": region,
-        "start": _utc(start),
+        "start": utc(start),
         "hours": args.hours,
         "step_s": args.step,
         "samples": summary.samples,
@@ -383,7 +381,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
             return fail(f"--plot: cannot write {args.plot}: {exc.strerror or exc}", EXIT_USAGE)
         result["plot"] = args.plot
     if args.json:
-        print_json({**result, "outage_windows": [[_utc(a), _utc(b)] for a, b in outages]})
+        print_json({**result, "outage_windows": [[utc(a), utc(b)] for a, b in outages]})
         return EXIT_OK
     print(
         f"{args.mdc} -> {region}: {args.hours:g} h from {result['start']} UTC at {args.step:g} s "
@@ -399,7 +397,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
         f"  outages       {len(outages)} (total {result['outage_s']:.0f} s, longest {summary.longest_outage_s:.0f} s)"
     )
     for a, b in outages[:10]:
-        print(f"                {_utc(a)} - {_utc(b, '%H:%M:%S')}  ({b - a:.0f} s)")
+        print(f"                {utc(a)} - {utc(b, '%H:%M:%S')}  ({b - a:.0f} s)")
     if len(outages) > 10:
         print(f"                ... {len(outages) - 10} more (--json)")
     if args.plot:
@@ -514,40 +512,13 @@ async def cmd_contacts(args: argparse.Namespace) -> int:
             return fail(*rpc_error_message(exc, address))
     contacts = list(reply.contacts)
     if args.json:
-        print_json(
-            [
-                {
-                    "satellite_index": p.satellite_index,
-                    "satellite": p.satellite_name,
-                    "rise": _utc(p.rise_time),
-                    "culmination": _utc(p.culmination_time),
-                    "set": _utc(p.set_time),
-                    "max_elevation_deg": round(p.max_elevation_deg, 2),
-                    "duration_s": round(p.duration_s, 1),
-                    "rise_azimuth_deg": round(p.rise_azimuth_deg, 1),
-                    "set_azimuth_deg": round(p.set_azimuth_deg, 1),
-                    "rise_clipped": p.rise_clipped,
-                    "set_clipped": p.set_clipped,
-                }
-                for p in contacts
-            ]
-        )
+        print_json([pass_dict(p) for p in contacts])
         return EXIT_OK
     mask = f"{args.min_elevation:g} deg" if args.min_elevation else "its own mask"
     print(
-        f"{len(contacts)} contact windows of {args.ground} above {mask} in {args.hours:g} h from {_utc(start)} UTC"
+        f"{len(contacts)} contact windows of {args.ground} above {mask} in {args.hours:g} h from {utc(start)} UTC"
     )
-    print(
-        f"{'satellite':22s} {'rise (UTC)':19s} {'az':>5s}  {'max el':>6s}  {'set (UTC)':19s} {'az':>5s}  {'dur s':>6s}"
-    )
-    for p in contacts[: args.limit]:
-        clipped = " (cut by the window)" if p.rise_clipped or p.set_clipped else ""
-        print(
-            f"{p.satellite_name:22s} {_utc(p.rise_time)} {p.rise_azimuth_deg:5.0f}  {p.max_elevation_deg:6.1f}  "
-            f"{_utc(p.set_time)} {p.set_azimuth_deg:5.0f}  {p.duration_s:6.0f}{clipped}"
-        )
-    if len(contacts) > args.limit:
-        print(f"... {len(contacts) - args.limit} more (--limit, --json)")
+    print_passes(contacts, args.limit)
     if reply.truncated:
         print("(the service truncated the list: shorten the window)")
     return EXIT_OK

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 
 import numpy as np
 
-from skyhaul.cli.common import EXIT_OK, add_formatter, fail, print_json, resolve_address, rpc_error_message
+from skyhaul.cli.common import (
+    EXIT_OK,
+    add_formatter,
+    fail,
+    pass_dict,
+    print_json,
+    print_passes,
+    resolve_address,
+    rpc_error_message,
+    utc,
+)
 from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
 
 
@@ -48,10 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     passes.add_argument("--orbit", help="orbit service HOST:PORT")
     passes.add_argument("--json", action="store_true")
     passes.set_defaults(func=lambda a: asyncio.run(cmd_passes(a)))
-
-
-def _utc(ts) -> str:
-    return dt.datetime.fromtimestamp(ts.seconds + ts.nanos * 1e-9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def cmd_sats(args: argparse.Namespace) -> int:
@@ -110,7 +115,7 @@ async def cmd_sats(args: argparse.Namespace) -> int:
                 "name": s.name,
                 "satellites": s.satellite_count,
                 "elements_version": s.elements_version,
-                "at": _utc(frame.at),
+                "at": utc(frame.at),
                 "shells": [
                     {
                         "name": sh.name,
@@ -135,7 +140,7 @@ async def cmd_sats(args: argparse.Namespace) -> int:
             else "catalogue"
         )
         print(f"  shell {sh.name:20s} {sh.satellite_count:5d} sats  {geometry}")
-    print(f"at {_utc(frame.at)} UTC (emulated): altitude {np.nanmin(alt):.1f}–{np.nanmax(alt):.1f} km")
+    print(f"at {utc(frame.at)} UTC (emulated): altitude {np.nanmin(alt):.1f}–{np.nanmax(alt):.1f} km")
     for row in shown:
         print(
             f"  #{row['index']:<5d} {row['name']:24s} lat {row['lat_deg']:8.3f}  lon {row['lon_deg']:9.3f}  alt {row['alt_km']:7.1f} km"
@@ -180,33 +185,10 @@ async def cmd_passes(args: argparse.Namespace) -> int:
             return fail(*rpc_error_message(exc, address))
     passes = list(reply.passes)
     if args.json:
-        print_json(
-            [
-                {
-                    "satellite": p.satellite_name,
-                    "index": p.satellite_index,
-                    "rise": _utc(p.rise_time),
-                    "culmination": _utc(p.culmination_time),
-                    "set": _utc(p.set_time),
-                    "max_elevation_deg": round(p.max_elevation_deg, 2),
-                    "duration_s": round(p.duration_s, 1),
-                    "rise_azimuth_deg": round(p.rise_azimuth_deg, 1),
-                    "set_azimuth_deg": round(p.set_azimuth_deg, 1),
-                }
-                for p in passes
-            ]
-        )
+        print_json([pass_dict(p) for p in passes])
         return EXIT_OK
     print(
         f"{len(passes)} passes above {args.min_elevation:g} deg over ({args.lat:g}, {args.lon:g}) in {args.hours:g} h"
     )
-    print(
-        f"{'satellite':22s} {'rise (UTC)':19s} {'az':>5s}  {'max el':>6s}  {'set (UTC)':19s} {'az':>5s}  {'dur s':>6s}"
-    )
-    for p in passes[: args.limit]:
-        print(
-            f"{p.satellite_name:22s} {_utc(p.rise_time)} {p.rise_azimuth_deg:5.0f}  {p.max_elevation_deg:6.1f}  {_utc(p.set_time)} {p.set_azimuth_deg:5.0f}  {p.duration_s:6.0f}"
-        )
-    if len(passes) > args.limit:
-        print(f"... {len(passes) - args.limit} more (--limit, --json)")
+    print_passes(passes, args.limit)
     return EXIT_OK
