@@ -42,6 +42,7 @@ bench: bench-orbit bench-links bench-terminal bench-sync
 bench-orbit: $(STAMP)
 	$(BIN)/python bench/orbit.py
 bench-links: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt  # the Hypatia-style baseline
 	$(BIN)/python bench/links.py
 bench-terminal: $(STAMP)
 	$(BIN)/python bench/terminal.py
