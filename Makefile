@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv with every pinned dependency
 
-test: $(STAMP) ## the whole suite, slow end-to-end tests included
+test: $(STAMP) ## lint, then the whole suite, slow end-to-end tests included
+	$(BIN)/ruff check services tests bench protos
 	$(BIN)/python -m pytest -q --timeout=600
 
 test-fast: $(STAMP) ## everything but the slow end-to-end tests

@@ -223,6 +223,7 @@ def bench_positions_rpc(elements, repeat: int) -> None:
     import asyncio
 
     import grpc
+
     from skyhaul.core.frames import ecef_to_geodetic
     from skyhaul.core.propagate import Propagator
     from skyhaul.orbit.catalog import Catalog

@@ -41,7 +41,9 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed: see the message above")
-    (target / "__init__.py").write_text('"""Generated from protos/skyhaul/v1 by `make proto`. Do not edit."""\n')
+    (target / "__init__.py").write_text(
+        '"""Generated from protos/skyhaul/v1 by `make proto`. Do not edit."""\n'
+    )
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from skyhaul.runtime.bus import EventPublisher, EventSubscriber, log_key, redis_ping
 from skyhaul.runtime.redis_server import free_port
 from skyhaul.v1 import events_pb2

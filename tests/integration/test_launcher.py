@@ -66,7 +66,9 @@ def test_up_serves_everything_and_sigterm_leaves_no_process(tmp_path):
             assert check_health(services[label]) == "SERVING", label
             assert full_name in _reflected_services(services[label]), label
         # `skyhaul status` finds the running system by itself and agrees.
-        status = subprocess.run(_skyhaul("status", "--json"), env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            _skyhaul("status", "--json"), env=_env(tmp_path), capture_output=True, text=True, timeout=60
+        )
         assert status.returncode == 0, status.stdout + status.stderr
         assert {v["status"] for v in json.loads(status.stdout).values()} == {"SERVING"}
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -77,9 +79,13 @@ def test_up_serves_everything_and_sigterm_leaves_no_process(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+    while time.monotonic() < deadline and any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids
+    ):
         time.sleep(0.1)
-    survivors = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    survivors = [
+        p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert survivors == [], f"processes left behind: {survivors}"
     assert proc.returncode == 0
 

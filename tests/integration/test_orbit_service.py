@@ -4,6 +4,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import duration_pb2
+
 from skyhaul.core.constellations import build_preset
 from skyhaul.core.frames import ecef_to_geodetic
 from skyhaul.core.propagate import Propagator

@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+
 from skyhaul.runtime.redis_server import (
     RedisServerError,
     find_redis_binary,

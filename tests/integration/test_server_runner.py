@@ -6,6 +6,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from skyhaul.runtime import errors, server
 from skyhaul.v1 import region_pb2, region_pb2_grpc
 

@@ -166,8 +166,14 @@ async def test_terminal_follows_routes_overrides_and_expiry(terminal, redis_url)
 def _cli(*args):
     import json as _json
 
-    result = subprocess.run([sys.executable, "-m", "skyhaul.cli.main", *args], capture_output=True, text=True, timeout=60)
-    return result.returncode, (_json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else result.stdout), result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "skyhaul.cli.main", *args], capture_output=True, text=True, timeout=60
+    )
+    return (
+        result.returncode,
+        (_json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else result.stdout),
+        result.stderr,
+    )
 
 
 async def test_terminal_cli_reads_stats_and_sets_overrides(terminal, redis_url):
@@ -175,7 +181,9 @@ async def test_terminal_cli_reads_stats_and_sets_overrides(terminal, redis_url):
     async with EventPublisher(redis_url) as publisher:
         await publisher.publish(*_route(clock, 20.0))
         await _wait_health(control, "SERVING")
-    rc, out, _ = await asyncio.to_thread(_cli, "terminal", "--terminal", control, "set", "--extra-delay-ms", "5", "--for", "60", "--json")
+    rc, out, _ = await asyncio.to_thread(
+        _cli, "terminal", "--terminal", control, "set", "--extra-delay-ms", "5", "--for", "60", "--json"
+    )
     assert rc == 0 and out["extra_delay_ms"] == 5.0
     rc, stats, _ = await asyncio.to_thread(_cli, "terminal", "--terminal", control, "stats", "--json")
     assert rc == 0 and stats["link_up"] and stats["overrides"]["extra_delay_ms"] == 5.0

@@ -29,12 +29,24 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
         with self.lock:
             for resource_spans in request.resource_spans:
                 service = next(
-                    (a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), ""
+                    (
+                        a.value.string_value
+                        for a in resource_spans.resource.attributes
+                        if a.key == "service.name"
+                    ),
+                    "",
                 )
                 for scope in resource_spans.scope_spans:
                     for span in scope.spans:
                         self.spans.append(
-                            ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(), span.kind)
+                            ReceivedSpan(
+                                service,
+                                span.name,
+                                span.trace_id.hex(),
+                                span.span_id.hex(),
+                                span.parent_span_id.hex(),
+                                span.kind,
+                            )
                         )
         return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 import skyhaul
 from skyhaul.region.blobstore import BlobStore
 from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from kubernetes.client import ApiException, V1DeploymentList, V1PodList, V1ServiceList
+
 from skyhaul.cli import k8s
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k8s"

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 import skyhaul
 from skyhaul.mdc.objectstore import ObjectStore
 from skyhaul.mdc.outbox import Outbox, block_id_for

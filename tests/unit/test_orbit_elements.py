@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
+
 from skyhaul.core.constants import SGP4_J2, SGP4_RADIUS_KM
 from skyhaul.core.constellations import (
     PRESET_MIN_ELEVATION_DEG,

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from sgp4.propagation import gstime
+
 from skyhaul.core.constants import EARTH_ROTATION_RAD_S, WGS84_A_KM, WGS84_B_KM
 from skyhaul.core.frames import (
     ecef_to_geodetic,

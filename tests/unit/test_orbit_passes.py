@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from skyhaul.core.constellations import build_preset
 from skyhaul.core.geometry import GroundPoints
 from skyhaul.core.passes import MAX_WINDOW_S, find_passes

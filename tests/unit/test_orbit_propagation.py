@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import sgp4
 from sgp4.api import Satrec
+
 from skyhaul.core.constellations import build_preset
 from skyhaul.core.elements import ElementSet, walker_shell
 from skyhaul.core.frames import jd_to_unix, teme_to_ecef

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sgp4
+
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.tle import TleError, load_tle_file, parse_tle_text, tle_checksum
 

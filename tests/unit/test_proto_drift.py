@@ -12,13 +12,20 @@ COMMITTED = ROOT / "services" / "skyhaul" / "v1"
 
 def test_generated_code_matches_protos(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), str(tmp_path)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "protos" / "generate.py"), str(tmp_path)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     fresh = tmp_path / "skyhaul" / "v1"
     fresh_names = sorted(p.name for p in fresh.iterdir() if p.is_file())
     committed_names = sorted(p.name for p in COMMITTED.iterdir() if p.is_file())
     assert fresh_names == committed_names, "generated file set differs: run `make proto` and commit"
     _, mismatch, errors = filecmp.cmpfiles(fresh, COMMITTED, fresh_names, shallow=False)
-    assert not mismatch and not errors, f"stale generated code {mismatch + errors}: run `make proto` and commit"
+    assert not mismatch and not errors, (
+        f"stale generated code {mismatch + errors}: run `make proto` and commit"
+    )
 
 
 def test_every_service_of_the_contract_exists():
@@ -39,9 +46,27 @@ def test_every_service_of_the_contract_exists():
 
 
 def test_enums_start_with_unspecified_zero():
-    from skyhaul.v1 import common_pb2, events_pb2, links_pb2, mdc_pb2, orbit_pb2, region_pb2, route_pb2, terminal_pb2
+    from skyhaul.v1 import (
+        common_pb2,
+        events_pb2,
+        links_pb2,
+        mdc_pb2,
+        orbit_pb2,
+        region_pb2,
+        route_pb2,
+        terminal_pb2,
+    )
 
-    for module in (common_pb2, events_pb2, links_pb2, mdc_pb2, orbit_pb2, region_pb2, route_pb2, terminal_pb2):
+    for module in (
+        common_pb2,
+        events_pb2,
+        links_pb2,
+        mdc_pb2,
+        orbit_pb2,
+        region_pb2,
+        route_pb2,
+        terminal_pb2,
+    ):
         for enum in module.DESCRIPTOR.enum_types_by_name.values():
             zero = enum.values_by_number[0]
             assert zero.name.endswith("_UNSPECIFIED"), f"{enum.full_name} zero value is {zero.name}"

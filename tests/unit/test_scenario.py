@@ -78,4 +78,7 @@ def test_settings_name_the_bad_variable():
     with pytest.raises(SettingsError, match="SKYHAUL_TERMINAL_FORWARDS"):
         parse_forwards("7001:region:50053")
     fw = parse_forwards("7001=region-westus2:50053, 7002=[::1]:9")
-    assert [(f.listen_port, f.target_host, f.target_port) for f in fw] == [(7001, "region-westus2", 50053), (7002, "::1", 9)]
+    assert [(f.listen_port, f.target_host, f.target_port) for f in fw] == [
+        (7001, "region-westus2", 50053),
+        (7002, "::1", 9),
+    ]

@@ -199,7 +199,9 @@ async def _watch_events(links_addr: str, dc_id: str, recorder: RunRecorder, stat
             if kind == "snapshot":
                 for route in event.snapshot.routes:
                     if route.data_center_id == dc_id:
-                        recorder.write("link", t=t, up=route.available, sequence=event.snapshot.sequence, snapshot=True)
+                        recorder.write(
+                            "link", t=t, up=route.available, sequence=event.snapshot.sequence, snapshot=True
+                        )
                         state.link_up = route.available
                         _route_row(recorder, route, event.snapshot.sequence, state)
             elif kind == "link_status" and event.link_status.data_center_id == dc_id:

@@ -44,6 +44,10 @@ class as_invalid_argument:  # noqa: N801 - used as a context manager, reads like
         return None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, ValueError) and not issubclass(exc_type, SkyhaulError):
+        if (
+            exc_type is not None
+            and issubclass(exc_type, ValueError)
+            and not issubclass(exc_type, SkyhaulError)
+        ):
             raise InvalidArgument(str(exc)) from exc
         return False

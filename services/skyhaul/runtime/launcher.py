@@ -74,10 +74,15 @@ class Endpoints:
         raise KeyError(service)
 
 
-def plan(scenario: Scenario, scenario_path: str | None, run_dir: Path, redis_url: str, clock_start: float) -> list[ProcessSpec]:
+def plan(
+    scenario: Scenario, scenario_path: str | None, run_dir: Path, redis_url: str, clock_start: float
+) -> list[ProcessSpec]:
     """Decide every child process, its port and its environment."""
     specs = [ProcessSpec("orbit", "orbit", free_port()), ProcessSpec("links", "links", free_port())]
-    regions = {r.id: ProcessSpec(f"region-{r.id}", "region", free_port(), {"SKYHAUL_REGION_ID": r.id}) for r in scenario.regions}
+    regions = {
+        r.id: ProcessSpec(f"region-{r.id}", "region", free_port(), {"SKYHAUL_REGION_ID": r.id})
+        for r in scenario.regions
+    }
     specs += regions.values()
     for dc in scenario.data_centers:
         relay_port = free_port()
@@ -131,7 +136,9 @@ def check_health(address: str, timeout: float = 2.0) -> str:
     """The overall health status name of a server ("SERVING", "NOT_SERVING", or the error)."""
     try:
         with grpc.insecure_channel(address) as ch:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
             return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     except grpc.RpcError as exc:
         return f"UNREACHABLE ({exc.code().name})"
@@ -144,7 +151,9 @@ class LaunchError(RuntimeError):
 class Launcher:
     """Start, watch and stop the local system. Use as a context manager."""
 
-    def __init__(self, scenario_path: str | None, run_dir: Path, *, redis_url: str | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self, scenario_path: str | None, run_dir: Path, *, redis_url: str | None = None, quiet: bool = False
+    ) -> None:
         self.scenario_path = scenario_path
         self.scenario = load_scenario(scenario_path) if scenario_path else None
         if self.scenario is None:
@@ -227,7 +236,9 @@ class Launcher:
             dead = self.dead()
             if dead:
                 name = dead[0]
-                raise LaunchError(f"{name} exited with code {self.procs[name].returncode}:\n{self.log_tail(name)}")
+                raise LaunchError(
+                    f"{name} exited with code {self.procs[name].returncode}:\n{self.log_tail(name)}"
+                )
             for name, addr in list(pending.items()):
                 if check_health(addr, timeout=1.0) == "SERVING":
                     del pending[name]

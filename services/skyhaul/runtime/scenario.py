@@ -300,7 +300,9 @@ def _epoch(value: Any, path: str) -> float:
         try:
             stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ScenarioError(f"{path}: {value!r} is not an ISO 8601 time like 2020-10-30T00:00:00Z") from None
+            raise ScenarioError(
+                f"{path}: {value!r} is not an ISO 8601 time like 2020-10-30T00:00:00Z"
+            ) from None
     else:
         raise ScenarioError(f"{path}: expected an ISO 8601 time like 2020-10-30T00:00:00Z, got {value!r}")
     if stamp.tzinfo is None:
@@ -372,8 +374,12 @@ def _scheduler(f: _Fields) -> SchedulerSpec:
         isl=f.choice("isl", ISL_MODES, d.isl),
         handover_stall_ms=f.number("handover_stall_ms", d.handover_stall_ms, lo=0, hi=10_000),
         sample_step_s=f.number("sample_step_s", d.sample_step_s, lo=0, hi=60, lo_open=True),
-        terminal_min_elevation_deg=f.number("terminal_min_elevation_deg", d.terminal_min_elevation_deg, lo=0, hi=90),
-        gateway_min_elevation_deg=f.number("gateway_min_elevation_deg", d.gateway_min_elevation_deg, lo=0, hi=90),
+        terminal_min_elevation_deg=f.number(
+            "terminal_min_elevation_deg", d.terminal_min_elevation_deg, lo=0, hi=90
+        ),
+        gateway_min_elevation_deg=f.number(
+            "gateway_min_elevation_deg", d.gateway_min_elevation_deg, lo=0, hi=90
+        ),
         beam_capacity_mbps=f.number("beam_capacity_mbps", d.beam_capacity_mbps, lo=0, hi=1e7, lo_open=True),
     )
     f.done()
@@ -391,7 +397,9 @@ def _region(f: _Fields, scheduler: SchedulerSpec) -> RegionSpec:
     elif preset or rid in AZURE_REGIONS:
         key = preset or rid
         if key not in AZURE_REGIONS:
-            raise ScenarioError(f"{f.at('preset')}: unknown region {key!r} (known: {', '.join(sorted(AZURE_REGIONS))})")
+            raise ScenarioError(
+                f"{f.at('preset')}: unknown region {key!r} (known: {', '.join(sorted(AZURE_REGIONS))})"
+            )
         name, lat, lon = AZURE_REGIONS[key]
         location, display = GeoSpec(lat, lon), display or name
     else:
@@ -408,7 +416,9 @@ def _region(f: _Fields, scheduler: SchedulerSpec) -> RegionSpec:
                     lon=g.number("lon", lo=-180, hi=180, required=True),
                     alt_m=g.number("alt_m", 0.0, lo=-500, hi=10_000),
                 ),
-                min_elevation_deg=g.number("min_elevation_deg", scheduler.gateway_min_elevation_deg, lo=0, hi=90),
+                min_elevation_deg=g.number(
+                    "min_elevation_deg", scheduler.gateway_min_elevation_deg, lo=0, hi=90
+                ),
                 capacity_mbps=g.number("capacity_mbps", 20000.0, lo=0, hi=1e7, lo_open=True),
                 fibre_route_factor=g.number("fibre_route_factor", 1.5, lo=1, hi=10),
             )
@@ -426,7 +436,9 @@ def _data_center(f: _Fields, scheduler: SchedulerSpec, region_ids: set[str]) -> 
     dcid = _identifier(f)
     home = f.string("home_region", required=True)
     if home not in region_ids:
-        raise ScenarioError(f"{f.at('home_region')}: {home!r} is not a region of this scenario ({', '.join(sorted(region_ids))})")
+        raise ScenarioError(
+            f"{f.at('home_region')}: {home!r} is not a region of this scenario ({', '.join(sorted(region_ids))})"
+        )
     location = _geo(f.sub("location")) if f.has("location") else None
     track = []
     for path, item in f.items("track"):
@@ -548,6 +560,8 @@ def default_scenario() -> Scenario:
     return parse_scenario(DEFAULT_SCENARIO, source="<built-in default>")
 
 
-def scenario_from_env(env: Mapping[str, str], *, loader: Callable[[str], Scenario] = load_scenario) -> Scenario:
+def scenario_from_env(
+    env: Mapping[str, str], *, loader: Callable[[str], Scenario] = load_scenario
+) -> Scenario:
     path = env.get("SKYHAUL_SCENARIO")
     return loader(path) if path else default_scenario()

@@ -77,7 +77,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
         # The generated base servicer raises this for RPCs whose issue has not landed.
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     log.exception("unexpected error in %s", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} ({type(exc).__name__}); see the service log")
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error in {method} ({type(exc).__name__}); see the service log"
+    )
 
 
 def _wrap_call(behavior, method: str):
@@ -145,10 +147,14 @@ class RunningServer:
         if serving == self._serving:
             return
         self._serving = serving
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *self.app.service_names):
             await self.health.set(name, status)
-        log.info("health %s", "SERVING" if serving else "NOT_SERVING", extra={"skyhaul.service": self.app.name})
+        log.info(
+            "health %s", "SERVING" if serving else "NOT_SERVING", extra={"skyhaul.service": self.app.name}
+        )
 
     async def _watch_dependencies(self) -> None:
         # Re-checks dependencies until stop; ends as soon as stop is requested.
@@ -184,7 +190,11 @@ async def start_server(app: ServiceApp, listen: str) -> RunningServer:
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    names = [
+        *app.service_names,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
     reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(listen)
     if port == 0:
@@ -211,7 +221,9 @@ async def run_until_signalled(app: ServiceApp, settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = await start_server(app, settings.listen)
-    log.info("listening", extra={"skyhaul.service": app.name, "listen": settings.listen, "port": running.port})
+    log.info(
+        "listening", extra={"skyhaul.service": app.name, "listen": settings.listen, "port": running.port}
+    )
     await stop.wait()
     log.info("draining", extra={"skyhaul.service": app.name})
     await running.stop()

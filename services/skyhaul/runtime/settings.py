@@ -77,7 +77,9 @@ class Settings:
             peers[name] = value
         region_id = env.get("SKYHAUL_REGION_ID") or scenario.regions[0].id
         if region_id not in {r.id for r in scenario.regions}:
-            raise SettingsError(f"SKYHAUL_REGION_ID: {region_id!r} is not a region of scenario {scenario.name!r}")
+            raise SettingsError(
+                f"SKYHAUL_REGION_ID: {region_id!r} is not a region of scenario {scenario.name!r}"
+            )
         dc_ids = [d.id for d in scenario.data_centers]
         data_center_id = env.get("SKYHAUL_DATA_CENTER_ID") or (dc_ids[0] if dc_ids else "")
         if service in ("mdc", "terminal") and data_center_id not in dc_ids:
@@ -88,7 +90,9 @@ class Settings:
         try:
             start = float(clock_start) if clock_start else None
         except ValueError:
-            raise SettingsError(f"SKYHAUL_CLOCK_START: {clock_start!r} is not a Unix time in seconds") from None
+            raise SettingsError(
+                f"SKYHAUL_CLOCK_START: {clock_start!r} is not a Unix time in seconds"
+            ) from None
         level = env.get("SKYHAUL_LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"SKYHAUL_LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
