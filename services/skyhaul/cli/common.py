@@ -120,3 +120,34 @@ def print_passes(passes: list, limit: int) -> None:
         )
     if len(passes) > limit:
         print(f"... {len(passes) - limit} more (--limit, --json)")
+
+
+class progress_bar:  # noqa: N801 - used as a context manager, reads like a phrase
+    """A rich progress bar on stderr when it is a terminal, a no-op otherwise: `advance(n)`."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total = total
+        self.label = label
+        self._progress = None
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn(self.label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._progress.start()
+        task = self._progress.add_task(self.label, total=self.total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

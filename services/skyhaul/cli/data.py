@@ -15,6 +15,7 @@ from skyhaul.cli.common import (
     add_formatter,
     fail,
     print_json,
+    progress_bar,
     resolve_address,
     rpc_error_message,
 )
@@ -194,16 +195,18 @@ async def _put(
         content_type=args.content_type,
     )
 
-    async def messages():
+    async def messages(advance):
         yield mdc_pb2.PutObjectRequest(header=header)
         for chunk in _read_chunks(path):  # a 1 MiB local read between messages: fine for a CLI
             yield mdc_pb2.PutObjectRequest(data=chunk)
+            advance(len(chunk))
 
     address = resolve_address("mdc", args.mdc)
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
-            reply = await stub.PutObject(messages(), timeout=60 + size / 20e6)
+            with progress_bar(size, "uploading") as advance:
+                reply = await stub.PutObject(messages(advance), timeout=60 + size / 20e6)
         except grpc.RpcError as exc:
             return fail(*rpc_error_message(exc, address))
     row = _object_row(reply.object)

@@ -19,6 +19,7 @@ from skyhaul.cli.common import (
     pass_dict,
     print_json,
     print_passes,
+    progress_bar,
     resolve_address,
     rpc_error_message,
     utc,
@@ -329,7 +330,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
             rtts: list = []
             summary = None
             began = time.perf_counter()
-            with _progress(total) as advance:
+            with progress_bar(total, "predicting") as advance:
                 async for message in stub.PredictRoutes(request, timeout=max(600.0, args.hours * 60)):
                     if message.HasField("chunk"):
                         c = message.chunk
@@ -403,36 +404,6 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"  plot          {args.plot}")
     return EXIT_OK
-
-
-class _progress:
-    """A rich progress bar on stderr when it is a terminal; a no-op otherwise."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._progress = None
-
-    def __enter__(self):
-        if not sys.stderr.isatty():
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("predicting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._progress.start()
-        task = self._progress.add_task("samples", total=self.total)
-        return lambda n: self._progress.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 async def cmd_events(args: argparse.Namespace) -> int:
