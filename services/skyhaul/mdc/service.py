@@ -373,7 +373,13 @@ class MdcApp(ServiceApp):
         self.store = await asyncio.to_thread(
             ObjectStore, self.store_dir, clock=self.clock.now, capacity_bytes=self.spec.storage_bytes
         )
-        self.worker = SyncWorker(self.store, self.settings.peers["region"], self.link, self.sync_config)
+        self.worker = SyncWorker(
+            self.store,
+            self.settings.peers["region"],
+            self.link,
+            self.sync_config,
+            self.settings.peers["terminal"],
+        )
         self.workload = WorkloadGenerator(
             self.store, self.spec.id, speed=self.settings.scenario.speed, on_put=self.object_added
         )

@@ -53,7 +53,7 @@ from skyhaul.mdc.outbox import PRIORITIES, OutboxEntry, UploadProgress, block_id
 from skyhaul.runtime import telemetry
 from skyhaul.runtime.errors import FailedPrecondition, NotFound
 from skyhaul.runtime.server import GRPC_OPTIONS
-from skyhaul.v1 import region_pb2, region_pb2_grpc
+from skyhaul.v1 import region_pb2, region_pb2_grpc, terminal_pb2, terminal_pb2_grpc
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -244,10 +244,13 @@ class SyncWorker:
         region_address: str,
         link: LinkWatcher,
         config: SyncConfig,
+        terminal_address: str | None = None,
     ) -> None:
         self.store = store
         self.outbox = store.outbox
         self.region_address = region_address
+        self.terminal_address = terminal_address
+        self._terminal = None
         self.link = link
         self.config = config
         self.stats = SyncStats()
@@ -284,6 +287,8 @@ class SyncWorker:
     async def run(self) -> None:
         channel = make_channel(self.region_address)
         self._stub = region_pb2_grpc.CloudRegionServiceStub(channel)
+        if self.terminal_address:
+            self._terminal = terminal_pb2_grpc.TerminalServiceStub(make_channel(self.terminal_address))
         try:
             while True:
                 self._kick.clear()
@@ -384,7 +389,8 @@ class SyncWorker:
                 "skyhaul.size": entry.size,
                 "skyhaul.priority": entry.priority,
             },
-        ):
+        ) as span:
+            await self._note_dish(span)
             while True:
                 try:
                     return await self._upload(entry)
@@ -394,6 +400,20 @@ class SyncWorker:
                     self._restarted.add(entry.key)
                     log.warning("sync: %s; re-sending %s whole", exc, entry.key)
                     await asyncio.to_thread(self.outbox.reset_progress, entry.key)
+
+    async def _note_dish(self, span) -> None:
+        """Record what the dish sees as the object starts, so its trace shows the link it crossed."""
+        if self._terminal is None:
+            return
+        try:
+            stats = await self._terminal.GetStats(terminal_pb2.GetStatsRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError as exc:  # the dish is optional for syncing: note it and go on
+            span.set_attribute("skyhaul.terminal_error", exc.code().name)
+            return
+        span.set_attribute("skyhaul.link_up", stats.link_up)
+        span.set_attribute("skyhaul.satellite", stats.satellite_index)
+        span.set_attribute("skyhaul.uplink_delay_ms", stats.uplink.current_delay_ms)
+        span.set_attribute("skyhaul.uplink_rate_mbps", stats.uplink.current_rate_mbps)
 
     async def _upload(self, entry: OutboxEntry) -> str:
         key = entry.key
