@@ -53,6 +53,9 @@ def _predicted_outages(start: float, end: float) -> tuple[int, float]:
     return int(np.sum(up[:-1] & ~up[1:])), float(up.mean())
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 @pytest.mark.slow
 def test_demo_headless_summary_is_consistent(tmp_path):
     run_dir = tmp_path / "run"

@@ -17,6 +17,9 @@ from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
 SEED = Path(__file__).resolve().parents[2] / "scenarios" / "azure-mdc-2020.yaml"
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 @pytest.mark.slow
 async def test_a_sync_trace_spans_mdc_terminal_and_region(tmp_path, monkeypatch):
     with OtlpReceiver() as receiver:

@@ -55,6 +55,9 @@ async def rtts(reader, writer, count: int) -> list[float]:
     return [await rtt(reader, writer) for _ in range(count)]
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 def test_echo_rtt_is_twice_the_one_way_delay():
     async def main():
         server, echo_port = await start_server(echo_handler)
@@ -77,6 +80,9 @@ def test_echo_rtt_is_twice_the_one_way_delay():
     assert stats.total_connections == 1 and stats.failed_connections == 0
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 def test_a_route_change_is_followed_by_the_next_bytes():
     async def main():
         server, echo_port = await start_server(echo_handler)
@@ -102,6 +108,9 @@ def test_a_route_change_is_followed_by_the_next_bytes():
     assert min(after) > 0.099  # already the first probe after the change sees the new route
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 def test_a_bulk_transfer_through_a_50_mbit_cap_runs_at_the_cap_and_arrives_intact():
     rate = 50e6
     payload = os.urandom(int(rate / 8 * 2.5))  # about 2.5 s at the cap
@@ -140,6 +149,9 @@ def test_a_bulk_transfer_through_a_50_mbit_cap_runs_at_the_cap_and_arrives_intac
     assert stats.uplink.rate_bps == rate and stats.downlink.rate_bps == 200e6
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 def test_connections_share_the_direction_rate_fairly():
     rate = 20e6
     payloads = [os.urandom(2_000_000), os.urandom(2_000_000)]  # 1.6 s for both at the cap

@@ -105,6 +105,9 @@ async def terminal(redis_url, tmp_path):
         await echo.wait_closed()
 
 
+# Wall-clock fidelity check on a shared 2-vCPU machine: a scheduler hiccup can push one run past
+# the tolerance, so it gets two more tries; a real regression fails all three.
+@pytest.mark.flaky(reruns=2)
 async def test_terminal_follows_routes_overrides_and_expiry(terminal, redis_url):
     clock, control, relay_port = terminal
     async with EventPublisher(redis_url) as publisher:
