@@ -50,8 +50,9 @@ def _reflected_services(address):
 def test_up_serves_everything_and_sigterm_leaves_no_process(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        _skyhaul("up", "--json", "--run-dir", str(run_dir)),
+        _skyhaul("up", "--json", "--run-dir", "run"),  # relative, as a person would type it
         env=_env(tmp_path),  # no SKYHAUL_REDIS_URL: `up` starts its own Redis
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -160,7 +160,7 @@ class Launcher:
             from skyhaul.runtime.scenario import default_scenario
 
             self.scenario = default_scenario()
-        self.run_dir = run_dir
+        self.run_dir = run_dir.resolve()  # children run with cwd=run_dir: every path they get is absolute
         self.redis_url = redis_url if redis_url is not None else os.environ.get("SKYHAUL_REDIS_URL")
         self.quiet = quiet
         self.redis: RedisProcess | None = None

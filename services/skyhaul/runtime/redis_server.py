@@ -130,6 +130,7 @@ def _serves_as(port: int, pid: int) -> bool:
 
 
 def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> subprocess.Popen:
+    workdir = workdir.resolve()  # the server runs in workdir: a relative --dir would not exist there
     args = [
         str(binary),
         "--port", str(port),
