@@ -231,16 +231,3 @@ async def run_until_signalled(app: ServiceApp, settings: Settings) -> None:
 
 def service_full_name(pb2_module, service: str) -> str:
     return pb2_module.DESCRIPTOR.services_by_name[service].full_name
-
-
-class UnimplementedApp(ServiceApp):
-    """A service whose issue has not landed: every RPC answers UNIMPLEMENTED, nothing pretends."""
-
-    def __init__(self, name: str, pb2_module, grpc_module, service: str) -> None:
-        self.name = name
-        self.service_names = (service_full_name(pb2_module, service),)
-        self._servicer = getattr(grpc_module, f"{service}Servicer")()
-        self._add = getattr(grpc_module, f"add_{service}Servicer_to_server")
-
-    def register(self, server: grpc.aio.Server) -> None:
-        self._add(self._servicer, server)
