@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import json
+import runpy
 import signal
 import threading
 import time
@@ -21,7 +20,7 @@ from skyhaul.cli.common import (
     print_json,
     running_endpoints,
 )
-from skyhaul.runtime.settings import ADDR_VARS, SERVICE_PORTS
+from skyhaul.runtime.services import SERVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
   SKYHAUL_LISTEN=127.0.0.1:6000 SKYHAUL_SCENARIO=s.yaml skyhaul serve links
 """,
     )
-    serve.add_argument("service", choices=sorted(SERVICE_PORTS))
+    serve.add_argument("service", choices=sorted(SERVICES))
     serve.set_defaults(func=cmd_serve)
 
     status = sub.add_parser("status", help="health of every service")
@@ -67,34 +66,16 @@ examples:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from skyhaul.runtime.logs import setup_logging
-    from skyhaul.runtime.scenario import ScenarioError
-    from skyhaul.runtime.settings import Settings, SettingsError
+    """Runs the service's own entry point (`python -m skyhaul.NAME`) in this process.
 
+    The module comes from the registry as a string: the CLI never imports a service. The entry
+    point reads its settings, serves until SIGTERM/SIGINT, drains and exits with its code.
+    """
     try:
-        settings = Settings.from_env(args.service)
-    except (ScenarioError, SettingsError) as exc:
-        return fail(str(exc), EXIT_USAGE)
-    setup_logging(args.service, settings.log_level)
-    module = importlib.import_module(f"skyhaul.{args.service}.service")
-    # A service may need its own event loop (the terminal's has precise timers).
-    with asyncio.Runner(loop_factory=getattr(module, "LOOP_FACTORY", None)) as runner:
-        runner.run(_serve(module, args.service, settings))
+        runpy.run_module(SERVICES[args.service].module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     return EXIT_OK
-
-
-async def _serve(module, service: str, settings) -> None:
-    from skyhaul.runtime.context import make_clock
-    from skyhaul.runtime.server import run_until_signalled
-    from skyhaul.runtime.telemetry import setup_telemetry
-
-    telemetry = setup_telemetry(service)
-    try:
-        clock = await make_clock(settings)
-        app = module.build(settings, clock)
-        await run_until_signalled(app, settings)
-    finally:
-        telemetry.shutdown()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -159,7 +140,7 @@ def _targets(args: argparse.Namespace) -> dict[str, str]:
         return dict(running["services"])
     import os
 
-    return {name: os.environ.get(var, f"127.0.0.1:{SERVICE_PORTS[name]}") for name, var in ADDR_VARS.items()}
+    return {name: os.environ.get(info.addr_var, info.default_address) for name, info in SERVICES.items()}
 
 
 def cmd_status(args: argparse.Namespace) -> int:

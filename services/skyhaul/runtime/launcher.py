@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from skyhaul.runtime.redis_server import RedisProcess, start_redis_server
 from skyhaul.runtime.scenario import Scenario, load_scenario
+from skyhaul.runtime.services import SERVICES
 
 STOP_GRACE_S = 5.0
 STATE_DIR_VAR = "SKYHAUL_STATE_DIR"
@@ -210,7 +211,7 @@ class Launcher:
         env = {**os.environ, **spec.env}
         log = open(self.run_dir / "logs" / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[spec.name] = subprocess.Popen(
-            [sys.executable, "-m", "skyhaul.cli.main", "serve", spec.service],
+            [sys.executable, "-m", SERVICES[spec.service].module],  # the service's own entry point
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

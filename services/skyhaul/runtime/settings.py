@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skyhaul.runtime.scenario import Scenario, ScenarioError, scenario_from_env
+from skyhaul.runtime.services import SERVICES
 
-SERVICE_PORTS = {"orbit": 50051, "links": 50052, "region": 50053, "mdc": 50054, "terminal": 50055}
-ADDR_VARS = {name: f"SKYHAUL_{name.upper()}_ADDR" for name in SERVICE_PORTS}
+# Views of the one registry (runtime/services.py), for the callers that want a plain mapping.
+SERVICE_PORTS = {name: info.port for name, info in SERVICES.items()}
+ADDR_VARS = {name: info.addr_var for name, info in SERVICES.items()}
 
 
 class SettingsError(ValueError):
@@ -19,6 +21,9 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Forward:
+    """One relay of the terminal (SKYHAUL_TERMINAL_FORWARDS): a local port to a host:port beyond
+    the satellite link. Not to be confused with `skyhaul k8s forward`'s PortForwardPlan."""
+
     listen_port: int
     target_host: str
     target_port: int
@@ -36,6 +41,7 @@ def parse_hostport(value: str, var: str) -> tuple[str, int]:
 
 
 def parse_forwards(value: str, var: str = "SKYHAUL_TERMINAL_FORWARDS") -> tuple[Forward, ...]:
+    """`LOCALPORT=HOST:PORT,...`: the terminal's relays."""
     forwards = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         local, sep, target = item.partition("=")
