@@ -40,14 +40,24 @@ def helm_binary() -> str | None:
 
 
 def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120)
+    helm = helm_binary()
+    assert helm is not None, "no helm binary on PATH or in .tools/bin: run deploy/fetch-helm.sh"
+    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
     return result
 
 
-def helm_template(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args, check=check)
+def helm_template(*args: str, check: bool = True, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    return run_helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, *args, check=check)
+
+
+def render_chart(chart: Path, *args: str) -> tuple[dict, ...]:
+    """The objects `helm template` renders; an empty render is a failure, never a silent pass."""
+    result = helm_template(*args, chart=chart)
+    docs = tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+    assert docs, f"helm template {chart.name} {' '.join(args)} rendered no objects"
+    return docs
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,7 @@ def render(values_file: Path | None = None, *set_args: str) -> Rendered:
     args = ["-f", str(values_file)] if values_file else []
     for item in set_args:
         args += ["--set", item]
-    result = helm_template(*args)
-    docs = tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+    docs = render_chart(CHART, *args)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     if values_file:
         values = merge(values, yaml.safe_load(values_file.read_text()) or {})

@@ -16,9 +16,14 @@ from chartlib import (
     Rendered,
     all_containers,
     env_of,
+    helm_template,
     render,
+    render_chart,
     values_id,
 )
+
+from skyhaul.runtime.scenario import parse_scenario
+from skyhaul.runtime.services import SERVICES
 
 SKYHAUL_COMMANDS = {"serve", "status"}
 COMPONENT_OF_ADDR = {
@@ -375,9 +380,8 @@ def test_the_scenario_config_map_is_the_scenario_in_values_and_every_service_mou
 
 @VARIANTS
 def test_the_rendered_scenario_is_one_the_services_accept(values_file: Path | None):
-    scenario_module = pytest.importorskip("skyhaul.runtime.scenario")
     [config_map] = render(values_file).of_kind("ConfigMap")
-    scenario = scenario_module.parse_scenario(yaml.safe_load(config_map["data"]["scenario.yaml"]), "chart")
+    scenario = parse_scenario(yaml.safe_load(config_map["data"]["scenario.yaml"]), "chart")
     assert scenario.regions and len(scenario.regions) == len(
         render(values_file).values["scenario"]["regions"]
     )
@@ -396,13 +400,39 @@ def test_a_changed_scenario_restarts_the_pods_that_load_it():
 
 
 def test_repository_scenarios_are_accepted_by_the_chart(tmp_path):
-    from chartlib import helm_template
-
     files = sorted((REPO / "scenarios").glob("*.yaml"))
-    if not files:
-        pytest.skip("no scenarios/*.yaml in the repository yet")
+    assert files, f"no scenarios/*.yaml under {REPO}: nothing to render, so nothing was checked"
     for path in files:
         values_file = tmp_path / f"{path.stem}-values.yaml"
         values_file.write_text(yaml.safe_dump({"scenario": yaml.safe_load(path.read_text())}))
         result = helm_template("-f", str(values_file), check=False)
         assert result.returncode == 0, f"{path.name} as chart values: {result.stderr}"
+
+
+def test_the_chart_ports_are_the_service_registry_ports():
+    # values.yaml cannot import Python: this keeps its copy of the port map equal to the one
+    # written in skyhaul.runtime.services (which settings, the launcher and `k8s forward` use).
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert {name: values["components"][name]["port"] for name in SERVICES} == {
+        name: info.port for name, info in SERVICES.items()
+    }
+    rendered = render(None)
+    service_ports = {
+        (s["metadata"]["labels"]["app.kubernetes.io/component"], p.get("name", ""), p["port"])
+        for s in rendered.of_kind("Service")
+        for p in s["spec"]["ports"]
+    }
+    for name, info in SERVICES.items():
+        component = "mdc" if name == "terminal" else name  # the terminal is the mdc pod's sidecar
+        assert any(c == component and port == info.port for c, _, port in service_ports), (
+            f"no {component} Service port {info.port} for {name}: {sorted(service_ports)}"
+        )
+
+
+def test_rendering_fails_loudly_when_nothing_is_rendered(tmp_path):
+    # A chart that renders no object must not pass the checks above by having nothing to check.
+    empty = tmp_path / "empty-chart"
+    (empty / "templates").mkdir(parents=True)
+    (empty / "Chart.yaml").write_text("apiVersion: v2\nname: empty\nversion: 0.1.0\n")
+    with pytest.raises(AssertionError, match="rendered no objects"):
+        render_chart(empty)
