@@ -81,7 +81,8 @@ e2e-kind: k8s-need-docker k8s-need-kind k8s-need-helm k8s-need-kubectl
 	$(MAKE) --no-print-directory image
 	$(MAKE) --no-print-directory kind-load
 	$(MAKE) --no-print-directory deploy
-	SKYHAUL="$(K8S_SKYHAUL)" HELM="$(HELM)" K8S_CONTEXT="$(K8S_CONTEXT)" K8S_NAMESPACE="$(K8S_NAMESPACE)" \
+	@# `skyhaul k8s wait` runs kubectl: the one this Makefile found goes first on PATH.
+	PATH="$(dir $(KUBECTL)):$$PATH" SKYHAUL="$(K8S_SKYHAUL)" HELM="$(HELM)" K8S_CONTEXT="$(K8S_CONTEXT)" K8S_NAMESPACE="$(K8S_NAMESPACE)" \
 		HELM_RELEASE="$(HELM_RELEASE)" PYTEST="$(K8S_VENV_BIN)/pytest" bash deploy/kind/e2e.sh
 
 kind-down: k8s-need-kind

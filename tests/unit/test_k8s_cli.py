@@ -20,6 +20,7 @@ import pytest
 from kubernetes.client import ApiException, V1DeploymentList, V1PodList, V1ServiceList
 
 from skyhaul.cli import k8s
+from skyhaul.cli.k8s import api, portforward, status, traces
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
 
@@ -106,15 +107,15 @@ def test_k8s_without_a_subcommand_is_a_usage_error():
 
 
 def test_release_narrows_the_label_selector():
-    assert k8s.label_selector(None) == "app.kubernetes.io/part-of=skyhaul"
-    assert k8s.label_selector("blue") == "app.kubernetes.io/part-of=skyhaul,app.kubernetes.io/instance=blue"
+    assert api.label_selector(None) == "app.kubernetes.io/part-of=skyhaul"
+    assert api.label_selector("blue") == "app.kubernetes.io/part-of=skyhaul,app.kubernetes.io/instance=blue"
 
 
 # --- status -------------------------------------------------------------------------------------
 
 
 def test_pod_reports_say_what_is_wrong_with_each_pod():
-    reports = {r.name.rsplit("-", 2)[0]: r for r in k8s.pod_reports(FakeCore(), "skyhaul", "")}
+    reports = {r.name.rsplit("-", 2)[0]: r for r in status.pod_reports(FakeCore(), "skyhaul", "")}
     assert "skyhaul-test" not in reports  # the finished `helm test` pod is not a service
 
     crashing = reports["skyhaul-mdc-mdc-prudhoe"]
@@ -137,7 +138,9 @@ def test_pod_reports_say_what_is_wrong_with_each_pod():
 
 def test_status_prints_a_table_and_fails_while_pods_are_not_ready(capsys):
     core = FakeCore()
-    code = k8s.run_status(parse("status", "-n", "skyhaul", "--release", "skyhaul"), k8s.Clients(core, None))
+    code = status.run_status(
+        parse("status", "-n", "skyhaul", "--release", "skyhaul"), api.Clients(core, None)
+    )
     out, err = capsys.readouterr()
     assert code == 1
     assert out.splitlines()[0].split() == ["NAME", "COMPONENT", "ID", "PHASE", "READY", "RESTARTS", "STATUS"]
@@ -147,8 +150,8 @@ def test_status_prints_a_table_and_fails_while_pods_are_not_ready(capsys):
 
 
 def test_status_succeeds_when_every_pod_is_ready_and_json_is_machine_readable(capsys):
-    code = k8s.run_status(
-        parse("status", "-n", "skyhaul", "--json"), k8s.Clients(FakeCore("pods-ready.json"), None)
+    code = status.run_status(
+        parse("status", "-n", "skyhaul", "--json"), api.Clients(FakeCore("pods-ready.json"), None)
     )
     rows = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -158,8 +161,8 @@ def test_status_succeeds_when_every_pod_is_ready_and_json_is_machine_readable(ca
 
 
 def test_status_with_no_pods_says_where_it_looked(capsys):
-    code = k8s.run_status(
-        parse("status", "-n", "skyhaul", "--release", "absent"), k8s.Clients(FakeCore(), None)
+    code = status.run_status(
+        parse("status", "-n", "skyhaul", "--release", "absent"), api.Clients(FakeCore(), None)
     )
     err = capsys.readouterr().err
     assert code == 1
@@ -171,7 +174,7 @@ def test_status_with_no_pods_says_where_it_looked(capsys):
 
 def test_deployment_reports_tell_available_from_not():
     reports = {
-        r.name: r for r in map(k8s.deployment_report, load("deployments.json", V1DeploymentList).items)
+        r.name: r for r in map(status.deployment_report, load("deployments.json", V1DeploymentList).items)
     }
     assert reports["skyhaul-orbit"].ok and reports["skyhaul-orbit"].available == 1
     assert not reports["skyhaul-mdc-mdc-prudhoe"].ok
@@ -182,32 +185,58 @@ def test_deployment_reports_tell_available_from_not():
 
 def test_a_deployment_whose_new_spec_is_not_yet_observed_is_not_available():
     deployment = load("deployments-available.json", V1DeploymentList).items[0]
-    assert k8s.deployment_report(deployment).ok
+    assert status.deployment_report(deployment).ok
     deployment.metadata.generation = 2  # `helm upgrade` changed the spec; the controller lags
-    report = k8s.deployment_report(deployment)
+    report = status.deployment_report(deployment)
     assert not report.ok and "not yet seen" in report.reason
 
 
-def test_wait_polls_until_every_deployment_is_available(capsys):
+class FakeRollout:
+    """`kubectl rollout status` stand-in: records each wait; the named deployments fail (time out)."""
+
+    def __init__(self, clock: FakeClock, failing: tuple[str, ...] = (), takes_s: float = 1.0) -> None:
+        self.clock = clock
+        self.failing = failing
+        self.takes_s = takes_s
+        self.waits: list[tuple[str, float]] = []
+
+    def __call__(self, name: str, seconds_left: float) -> bool:
+        self.waits.append((name, seconds_left))
+        if name in self.failing:
+            self.clock.now += seconds_left  # kubectl waited until its --timeout
+            return False
+        self.clock.now += self.takes_s
+        return True
+
+
+def test_wait_waits_for_the_rollout_of_every_deployment_within_one_timeout(capsys):
     clock = FakeClock()
-    apps = FakeApps("deployments.json", "deployments.json", "deployments-available.json")
-    ok = k8s.wait_for_deployments(
-        k8s.Clients(FakeCore(), apps), "skyhaul", "", timeout_s=60, poll_s=2, clock=clock, sleep=clock.sleep
+    rollout = FakeRollout(clock)
+    ok = status.wait_for_deployments(
+        api.Clients(FakeCore(), FakeApps("deployments-available.json")),
+        "skyhaul",
+        "",
+        timeout_s=60,
+        rollout_status=rollout,
+        clock=clock,
     )
     out = capsys.readouterr().out
-    assert ok and apps.calls == 3 and clock.sleeps == [2, 2]
-    assert out.count("waiting:") == 1  # progress is printed when it changes, not every poll
+    names = [name for name, _ in rollout.waits]
+    assert ok and len(names) == 8 and names == sorted(names) and "skyhaul-orbit" in names
+    # one timeout for the whole wait: each rollout gets what is left of it
+    assert [left for _, left in rollout.waits] == [60 - i for i in range(8)]
     assert "all 8 Skyhaul deployments available" in out
 
 
 def test_wait_times_out_with_a_report_of_each_deployment_and_its_pods(capsys):
     clock = FakeClock()
-    clients = k8s.Clients(FakeCore(), FakeApps("deployments.json"))
-    ok = k8s.wait_for_deployments(
-        clients, "skyhaul", "", timeout_s=10, poll_s=3, clock=clock, sleep=clock.sleep
+    clients = api.Clients(FakeCore(), FakeApps("deployments.json"))
+    rollout = FakeRollout(clock, failing=("skyhaul-jaeger",))
+    ok = status.wait_for_deployments(
+        clients, "skyhaul", "", timeout_s=10, rollout_status=rollout, clock=clock
     )
     out = capsys.readouterr().out
-    assert not ok
+    assert not ok and rollout.waits == [("skyhaul-jaeger", 10)]  # no waiting past the timeout
     report = out[out.index("timed out after 10 s") :]
     lines = report.splitlines()[1:]
     assert [line.split()[1] for line in lines if line.startswith("  deployment")] == [
@@ -221,64 +250,105 @@ def test_wait_times_out_with_a_report_of_each_deployment_and_its_pods(capsys):
     assert "orbit" not in report
 
 
-def test_wait_exit_code_and_no_deployments_hint(capsys, monkeypatch):
-    monkeypatch.setattr(k8s.time, "sleep", lambda s: None)
+def test_wait_exit_code_and_no_deployments_hint(capsys):
     empty = SimpleNamespace(
         list_namespaced_deployment=lambda namespace, label_selector: SimpleNamespace(items=[])
     )
-    code = k8s.run_wait(parse("wait", "-n", "skyhaul", "--timeout", "0"), k8s.Clients(FakeCore(), empty))
+    rollout = FakeRollout(FakeClock())
+    code = status.run_wait(
+        parse("wait", "-n", "skyhaul", "--timeout", "0"),
+        api.Clients(FakeCore(), empty),
+        rollout_status=rollout,
+    )
     out = capsys.readouterr().out
-    assert code == 1
+    assert code == 1 and rollout.waits == []
     assert "no Skyhaul deployments in namespace 'skyhaul'" in out and "is the chart installed?" in out
+
+
+def test_wait_runs_kubectl_rollout_status_with_the_namespace_context_and_time_left():
+    commands = []
+
+    def run(command, check):
+        commands.append(command)
+        return SimpleNamespace(returncode=0 if "deployment/skyhaul-orbit" in command else 1)
+
+    rollout = status.kubectl_rollout_status(
+        "skyhaul", context="kind-skyhaul", kubeconfig="/k.yaml", run=run, kubectl="/bin/kubectl"
+    )
+    assert rollout("skyhaul-orbit", 299.6) and not rollout("skyhaul-links", 0.2)
+    assert commands[0] == [
+        "/bin/kubectl",
+        "rollout",
+        "status",
+        "deployment/skyhaul-orbit",
+        "--namespace",
+        "skyhaul",
+        "--context",
+        "kind-skyhaul",
+        "--kubeconfig",
+        "/k.yaml",
+        "--timeout=300s",
+    ]
+    assert commands[1][-1] == "--timeout=1s"  # never 0s, which kubectl takes as "forever"
+
+
+def test_wait_without_kubectl_is_one_line_and_exit_code_2(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kubectl anywhere
+    args = parse("wait", "-n", "skyhaul", "--kubeconfig", str(tmp_path / "absent.yaml"))
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kubectl is not on PATH" in err and "make helm-tools" in err
 
 
 # --- forward: resolution ------------------------------------------------------------------------
 
 
 def test_port_specs_accept_local_colon_remote_or_one_port():
-    assert k8s.parse_port_spec("60052:50052") == k8s.PortSpec(60052, 50052)
-    assert k8s.parse_port_spec("16686") == k8s.PortSpec(16686, 16686)
+    assert portforward.parse_port_spec("60052:50052") == portforward.PortSpec(60052, 50052)
+    assert portforward.parse_port_spec("16686") == portforward.PortSpec(16686, 16686)
     for bad in ("abc", "1:2:3", "0:50051", "70000", ""):
-        with pytest.raises(k8s.K8sError, match="port"):
-            k8s.parse_port_spec(bad)
+        with pytest.raises(api.K8sError, match="port"):
+            portforward.parse_port_spec(bad)
 
 
 def test_find_service_by_full_name_short_name_or_unique_component():
     services = FakeCore().services.items
-    assert k8s.find_service(services, "skyhaul-links").metadata.name == "skyhaul-links"
-    assert k8s.find_service(services, "region-westus2").metadata.name == "skyhaul-region-westus2"
-    assert k8s.find_service(services, "jaeger").metadata.name == "skyhaul-jaeger"  # not jaeger-ui
-    assert k8s.find_service(services, "redis").metadata.name == "skyhaul-redis"
-    with pytest.raises(k8s.K8sError, match="ambiguous: skyhaul-region-eastus, skyhaul-region-westus2"):
-        k8s.find_service(services, "region")
-    with pytest.raises(k8s.K8sError, match="no Skyhaul service 'orbitz'; available: .*skyhaul-orbit"):
-        k8s.find_service(services, "orbitz")
+    assert portforward.find_service(services, "skyhaul-links").metadata.name == "skyhaul-links"
+    assert portforward.find_service(services, "region-westus2").metadata.name == "skyhaul-region-westus2"
+    assert portforward.find_service(services, "jaeger").metadata.name == "skyhaul-jaeger"  # not jaeger-ui
+    assert portforward.find_service(services, "redis").metadata.name == "skyhaul-redis"
+    with pytest.raises(api.K8sError, match="ambiguous: skyhaul-region-eastus, skyhaul-region-westus2"):
+        portforward.find_service(services, "region")
+    with pytest.raises(api.K8sError, match="no Skyhaul service 'orbitz'; available: .*skyhaul-orbit"):
+        portforward.find_service(services, "orbitz")
 
 
 def test_service_ports_resolve_to_the_declared_container_ports_including_the_sidecar():
     core = FakeCore("pods-ready.json")
-    service = k8s.find_service(core.services.items, "mdc-mdc-prudhoe")
-    pod = k8s.pick_ready_pod(core, "skyhaul", service)
+    service = portforward.find_service(core.services.items, "mdc-mdc-prudhoe")
+    pod = portforward.pick_ready_pod(core, "skyhaul", service)
     assert pod.metadata.name.startswith("skyhaul-mdc-mdc-prudhoe-")
-    assert k8s.container_port(k8s.service_port(service, 50054), pod) == 50054
-    assert k8s.container_port(k8s.service_port(service, 50055), pod) == 50055  # declared by the terminal
+    assert portforward.container_port(portforward.service_port(service, 50054), pod) == 50054
+    assert (
+        portforward.container_port(portforward.service_port(service, 50055), pod) == 50055
+    )  # declared by the terminal
     with pytest.raises(
-        k8s.K8sError, match="has no port 7001; its ports: 50054 \\(grpc\\), 50055 \\(terminal\\)"
+        api.K8sError, match="has no port 7001; its ports: 50054 \\(grpc\\), 50055 \\(terminal\\)"
     ):
-        k8s.service_port(service, 7001)
+        portforward.service_port(service, 7001)
 
 
 def test_no_ready_pod_behind_a_service_is_an_error_that_says_why():
     core = FakeCore("pods.json")
-    service = k8s.find_service(core.services.items, "mdc-mdc-prudhoe")
+    service = portforward.find_service(core.services.items, "mdc-mdc-prudhoe")
     with pytest.raises(
-        k8s.K8sError, match="no ready pod behind service skyhaul-mdc-mdc-prudhoe.*CrashLoopBackOff"
+        api.K8sError, match="no ready pod behind service skyhaul-mdc-mdc-prudhoe.*CrashLoopBackOff"
     ):
-        k8s.pick_ready_pod(core, "skyhaul", service)
+        portforward.pick_ready_pod(core, "skyhaul", service)
 
 
 def test_forward_all_plans_the_standard_ports():
-    plans = k8s.plan_all(FakeCore().services.items, port_offset=0)
+    plans = portforward.plan_all(FakeCore().services.items, port_offset=0)
     by_label = {p.label: p for p in plans}
     assert {label: p.local_port for label, p in by_label.items()} == {
         "orbit": 50051,
@@ -299,13 +369,13 @@ def test_forward_all_plans_the_standard_ports():
         "SKYHAUL_MDC_ADDR",
         "SKYHAUL_TERMINAL_ADDR",
     }
-    shifted = k8s.plan_all(FakeCore().services.items, port_offset=10000)
+    shifted = portforward.plan_all(FakeCore().services.items, port_offset=10000)
     assert [p.local_port - 10000 for p in shifted] == [p.local_port for p in plans]
 
 
 def test_env_lines_export_addresses_and_every_status_target():
-    plans = k8s.plan_all(FakeCore().services.items, port_offset=10000)
-    lines = k8s.env_lines(plans, "127.0.0.1")
+    plans = portforward.plan_all(FakeCore().services.items, port_offset=10000)
+    lines = portforward.env_lines(plans, "127.0.0.1")
     assert "export SKYHAUL_TERMINAL_ADDR=127.0.0.1:60055" in lines
     targets = lines[-1].split("=", 1)[1].strip('"').split()
     assert len(targets) == len(plans) and "region-westus2=127.0.0.1:60153" in targets
@@ -322,9 +392,9 @@ def test_env_lines_export_addresses_and_every_status_target():
     ],
 )
 def test_forward_rejects_bad_requests_before_listening(argv, message, monkeypatch):
-    monkeypatch.setattr(k8s, "bind_listener", lambda *a: pytest.fail("must not listen"))
-    with pytest.raises(k8s.K8sError, match=message):
-        k8s.run_forward(parse("forward", "-n", "skyhaul", *argv), k8s.Clients(FakeCore(), None))
+    monkeypatch.setattr(portforward, "bind_listener", lambda *a: pytest.fail("must not listen"))
+    with pytest.raises(api.K8sError, match=message):
+        portforward.run_forward(parse("forward", "-n", "skyhaul", *argv), api.Clients(FakeCore(), None))
 
 
 # --- forward: the byte relay --------------------------------------------------------------------
@@ -356,7 +426,7 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
 def test_relay_copies_both_ways_and_passes_on_the_client_half_close():
     client, local = socket.socketpair()
     remote, echo = echo_remote()
-    relay = threading.Thread(target=k8s.relay, args=(local, remote))
+    relay = threading.Thread(target=portforward.relay, args=(local, remote))
     relay.start()
     payload = bytes(range(256)) * 1024
     client.sendall(payload)
@@ -371,7 +441,7 @@ def test_relay_copies_both_ways_and_passes_on_the_client_half_close():
 def test_relay_ends_the_client_connection_when_the_remote_stream_goes_away():
     client, local = socket.socketpair()
     remote, pod_side = socket.socketpair()
-    relay = threading.Thread(target=k8s.relay, args=(local, remote))
+    relay = threading.Thread(target=portforward.relay, args=(local, remote))
     relay.start()
     pod_side.sendall(b"bye")
     pod_side.close()  # port-forward stream gone (pod deleted, API server restarted)
@@ -392,7 +462,7 @@ def test_forwarder_serves_concurrent_connections_each_on_its_own_stream(tmp_path
         opened.append(remote)
         return remote, lambda: closed.append(remote)
 
-    forwarder = k8s.Forwarder(listener, open_remote, "links", log=None)
+    forwarder = portforward.PortForwarder(listener, open_remote, "links", log=None)
     stop = threading.Event()
     server = threading.Thread(target=forwarder.serve, args=(stop,))
     server.start()
@@ -422,7 +492,7 @@ def test_forwarder_drops_a_client_when_the_stream_cannot_be_opened(tmp_path, cap
     def refuse():
         raise ApiException(status=403, reason="Forbidden")
 
-    forwarder = k8s.Forwarder(listener, refuse, "orbit", log=sys.stderr)
+    forwarder = portforward.PortForwarder(listener, refuse, "orbit", log=sys.stderr)
     stop = threading.Event()
     server = threading.Thread(target=forwarder.serve, args=(stop,))
     server.start()
@@ -452,13 +522,13 @@ def test_forward_all_listens_writes_the_env_file_and_stops(tmp_path, monkeypatch
 
         return open_remote
 
-    monkeypatch.setattr(k8s, "bind_listener", unix_listener)
+    monkeypatch.setattr(portforward, "bind_listener", unix_listener)
     env_file = tmp_path / "forward.env"
     stop = threading.Event()
     args = parse("forward", "-n", "skyhaul", "--all", "--port-offset", "10000", "--env-file", str(env_file))
     runner = threading.Thread(
-        target=k8s.run_forward,
-        args=(args, k8s.Clients(FakeCore("pods-ready.json"), None)),
+        target=portforward.run_forward,
+        args=(args, api.Clients(FakeCore("pods-ready.json"), None)),
         kwargs={"open_stream": open_stream, "stop": stop},
     )
     runner.start()
@@ -484,9 +554,9 @@ def test_forward_all_listens_writes_the_env_file_and_stops(tmp_path, monkeypatch
 
 def test_find_spanning_trace_needs_spans_from_every_required_service():
     payload = json.loads((FIXTURES / "jaeger-traces.json").read_text())
-    trace_id, count, seen = k8s.find_spanning_trace(payload, {"mdc", "terminal", "region"})
+    trace_id, count, seen = traces.find_spanning_trace(payload, {"mdc", "terminal", "region"})
     assert trace_id == "7d2a61f0c9e84b1f8a5c3e2d1b0a9f87" and count == 2
-    trace_id, _, seen = k8s.find_spanning_trace(payload, {"mdc", "orbit"})
+    trace_id, _, seen = traces.find_spanning_trace(payload, {"mdc", "orbit"})
     assert trace_id is None and seen == {"mdc", "links", "terminal", "region"}
 
 
@@ -505,7 +575,7 @@ def test_traces_polls_through_outages_until_a_spanning_trace_appears(capsys):
 
     clock = FakeClock()
     args = parse("traces", "--jaeger-url", "http://127.0.0.1:16686/", "--interval", "5")
-    assert k8s.run_traces(args, fetch=fetch, clock=clock, sleep=clock.sleep) == 0
+    assert traces.run_traces(args, fetch=fetch, clock=clock, sleep=clock.sleep) == 0
     out = capsys.readouterr().out
     assert asked[0] == ("http://127.0.0.1:16686/", "mdc", "1h") and len(asked) == 4
     assert "not answering" in out and "services seen: links, mdc" in out
@@ -516,7 +586,7 @@ def test_traces_times_out_with_what_it_saw(capsys):
     payload = json.loads((FIXTURES / "jaeger-traces.json").read_text())
     clock = FakeClock()
     args = parse("traces", "--require", "mdc,orbit", "--timeout", "20")
-    assert k8s.run_traces(args, fetch=lambda *a: payload, clock=clock, sleep=clock.sleep) == 1
+    assert traces.run_traces(args, fetch=lambda *a: payload, clock=clock, sleep=clock.sleep) == 1
     out = capsys.readouterr().out
     assert "timed out after 20 s: no trace of mdc spans mdc, orbit" in out
     assert "services seen: links, mdc, region, terminal" in out
@@ -530,7 +600,7 @@ def test_errors_a_person_can_act_on_become_one_line_and_exit_code_2(capsys):
         raise ApiException(status=403, reason="Forbidden")
 
     def missing(args):
-        raise k8s.K8sError("no Skyhaul service 'x'")
+        raise api.K8sError("no Skyhaul service 'x'")
 
     def unreachable(args):
         raise ApiException(status=0, reason="[Errno 111] Connection refused")
@@ -550,8 +620,8 @@ def test_errors_a_person_can_act_on_become_one_line_and_exit_code_2(capsys):
 
 
 def test_a_missing_kubeconfig_is_a_clear_error(tmp_path):
-    with pytest.raises(k8s.K8sError, match="cannot load .*absent.yaml"):
-        k8s.connect(str(tmp_path / "absent.yaml"), None)
+    with pytest.raises(api.K8sError, match="cannot load .*absent.yaml"):
+        api.connect(str(tmp_path / "absent.yaml"), None)
 
 
 def test_the_namespace_defaults_to_the_kubeconfig_context(tmp_path):
@@ -578,7 +648,7 @@ def test_the_namespace_defaults_to_the_kubeconfig_context(tmp_path):
             }
         )
     )
-    assert k8s.default_namespace(str(kubeconfig), None) == "skyhaul"
-    assert k8s.default_namespace(str(kubeconfig), "bare") == "default"
-    clients = k8s.connect(str(kubeconfig), "kind-skyhaul")  # builds clients; contacts nothing
+    assert api.default_namespace(str(kubeconfig), None) == "skyhaul"
+    assert api.default_namespace(str(kubeconfig), "bare") == "default"
+    clients = api.connect(str(kubeconfig), "kind-skyhaul")  # builds clients; contacts nothing
     assert clients.core.api_client.configuration.host == "https://127.0.0.1:6443"
