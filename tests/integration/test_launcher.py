@@ -14,8 +14,9 @@ import pytest
 import yaml
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from skyhaul.runtime.launcher import check_health
+from skyhaul.runtime.launcher import check_health, free_port
 from skyhaul.runtime.scenario import DEFAULT_SCENARIO
+from skyhaul.runtime.services import SERVICES
 
 EXPECTED_SERVICES = {
     "orbit": "skyhaul.v1.OrbitService",
@@ -76,6 +77,10 @@ def test_up_serves_everything_and_sigterm_leaves_no_process(tmp_path):
         pids = [c.pid for c in children]
         assert set(endpoints["pids"].values()) <= set(pids)
         assert len(pids) >= 6  # five services and Redis
+        # each service runs as its own entry point, named in the registry
+        for label, pid in endpoints["pids"].items():
+            service = next(name for name in SERVICES if label == name or label.startswith(f"{name}-"))
+            assert psutil.Process(pid).cmdline()[1:] == ["-m", SERVICES[service].module], label
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -116,3 +121,47 @@ def test_up_with_a_bad_scenario_names_the_field_and_starts_nothing(tmp_path, mut
     assert field in result.stderr and "nothing was started" in result.stderr
     assert not run_dir.exists()
     assert not Path(tmp_path / "state" / "endpoints.json").exists()
+
+
+# --- one entry point per service, reached through the registry ------------------------------------
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_has_its_own_entry_point_that_rejects_bad_settings_in_one_line(service):
+    env = {**os.environ, "SKYHAUL_LOG_LEVEL": "chatty"}
+    result = subprocess.run(
+        [sys.executable, "-m", SERVICES[service].module], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.strip() == "skyhaul: SKYHAUL_LOG_LEVEL: 'CHATTY' is not DEBUG, INFO, WARNING or ERROR"
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["-m", "skyhaul.orbit"], ["-m", "skyhaul.cli.main", "serve", "orbit"]], ids=["module", "cli"]
+)
+def test_a_service_serves_until_sigterm_then_drains_and_exits_0(command, redis_url, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "SKYHAUL_LISTEN": f"127.0.0.1:{port}",
+        "SKYHAUL_REDIS_URL": redis_url,
+        "SKYHAUL_CLOCK_START": repr(time.time()),
+        "SKYHAUL_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while check_health(f"127.0.0.1:{port}", timeout=1.0) != "SERVING":
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "orbit never became SERVING"
+            time.sleep(0.2)
+        assert "skyhaul.v1.OrbitService" in _reflected_services(f"127.0.0.1:{port}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert '"message": "draining"' in output
