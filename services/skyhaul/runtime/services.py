@@ -46,13 +46,6 @@ SERVICES: dict[str, ServiceInfo] = {
 }
 
 
-def service_info(name: str) -> ServiceInfo:
-    try:
-        return SERVICES[name]
-    except KeyError:
-        raise KeyError(f"unknown service {name!r} (one of {', '.join(SERVICES)})") from None
-
-
 def serve_service(
     name: str,
     build: Callable[[Settings, EmulationClock], ServiceApp],
@@ -96,4 +89,4 @@ async def _serve(name: str, build, settings: Settings) -> None:
         telemetry.shutdown()
 
 
-__all__ = ["SERVICES", "ServiceInfo", "serve_service", "service_info"]
+__all__ = ["SERVICES", "ServiceInfo", "serve_service"]
