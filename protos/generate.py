@@ -2,6 +2,10 @@
 
 Pinned grpcio-tools + mypy-protobuf (pyproject's dev extra) make the output reproducible, so the
 generated code is committed and tests/unit/test_proto_drift.py fails when it differs from a fresh run.
+
+Besides the Python modules it writes DESCRIPTOR_SET: every file of the contract (and its imports)
+as a FileDescriptorSet *with source info*, so server reflection can serve the .proto comments
+(the generated modules carry descriptors without them).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from grpc_tools import protoc
 PROTO_ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = PROTO_ROOT.parent / "services"
 PACKAGE_DIR = Path("skyhaul") / "v1"
+DESCRIPTOR_SET = "descriptor_set.binpb"  # in PACKAGE_DIR, read by skyhaul.runtime.server
 
 
 def proto_files() -> list[str]:
@@ -26,6 +31,7 @@ def generate(out_dir: Path) -> None:
     if target.exists():
         for old in target.glob("*_pb2*"):
             old.unlink()
+    (target / DESCRIPTOR_SET).unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     # grpc_tools ships the well-known types (timestamp, duration) next to its module.
     well_known = Path(protoc.__file__).resolve().parent / "_proto"
@@ -37,6 +43,9 @@ def generate(out_dir: Path) -> None:
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
+        f"--descriptor_set_out={target / DESCRIPTOR_SET}",
+        "--include_source_info",
+        "--include_imports",
         *proto_files(),
     ]
     if protoc.main(args) != 0:

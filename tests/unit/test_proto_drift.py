@@ -70,3 +70,18 @@ def test_enums_start_with_unspecified_zero():
         for enum in module.DESCRIPTOR.enum_types_by_name.values():
             zero = enum.values_by_number[0]
             assert zero.name.endswith("_UNSPECIFIED"), f"{enum.full_name} zero value is {zero.name}"
+
+
+def test_descriptor_set_carries_the_proto_comments():
+    """Reflection serves these descriptors, so grpcurl/grpcui show the .proto's comments."""
+    from google.protobuf import descriptor_pb2
+
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(
+        (COMMITTED / "descriptor_set.binpb").read_bytes()
+    )
+    files = {f.name: f for f in descriptor_set.file}
+    for name in (ROOT / "protos" / "skyhaul" / "v1").glob("*.proto"):
+        assert f"skyhaul/v1/{name.name}" in files
+    route = files["skyhaul/v1/route.proto"]
+    comments = [loc.leading_comments + loc.trailing_comments for loc in route.source_code_info.location]
+    assert any("Read this, not NaN" in c for c in comments)

@@ -65,7 +65,8 @@ def route_to_proto(
     sample_step_s: float,
     handover_stall_ms: float,
 ) -> route_pb2.Route:
-    """A held route at ``route.t_unix`` with its delay samples across the slot (NaN = no route then)."""
+    """A held route at ``route.t_unix`` with its delay samples across the slot, each flagged
+    available or not (an unavailable sample stays NaN for readers that predate the flag)."""
     message = route_pb2.Route(
         data_center_id=route.terminal_id,
         region_id=route.region_id,
@@ -82,6 +83,7 @@ def route_to_proto(
         gateway_id=route.gateway_id or "",
         samples_step=duration(sample_step_s),
         delay_samples_ms=(np.asarray(sample_delay_s, dtype=float) * 1e3).tolist(),
+        sample_available=np.isfinite(np.asarray(sample_delay_s, dtype=float)).tolist(),
     )
     if len(sample_times):
         message.samples_start.CopyFrom(to_timestamp(float(sample_times[0])))
@@ -119,6 +121,7 @@ def chunk_to_proto(chunk: TimelineChunk, step_s: float) -> links_pb2.RouteTimeli
         capacity_up_mbps=chunk.capacity_up_mbps.tolist(),
         capacity_down_mbps=chunk.capacity_down_mbps.tolist(),
         satellite_index=chunk.first_sat.astype(np.int32).tolist(),
+        available=np.isfinite(chunk.rtt_ms).tolist(),
     )
 
 

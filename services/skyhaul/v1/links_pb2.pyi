@@ -430,7 +430,9 @@ Global___PredictRoutesRequest: _TypeAlias = PredictRoutesRequest  # noqa: Y015
 
 @_typing.final
 class RouteTimelineChunk(_message.Message):
-    """Samples at start + k * step. rtt_ms is NaN where there is no route (outage)."""
+    """Samples at start + k * step. Where available[k] is false there is no route (an outage) and
+    rtt_ms[k] is NaN, kept for older readers only.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -440,6 +442,7 @@ class RouteTimelineChunk(_message.Message):
     CAPACITY_UP_MBPS_FIELD_NUMBER: _builtins.int
     CAPACITY_DOWN_MBPS_FIELD_NUMBER: _builtins.int
     SATELLITE_INDEX_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -454,6 +457,10 @@ class RouteTimelineChunk(_message.Message):
     def satellite_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """the terminal's satellite, -1 in an outage"""
 
+    @_builtins.property
+    def available(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """one flag per sample: true = a route exists. Read this, not NaN."""
+
     def __init__(
         self,
         *,
@@ -463,10 +470,11 @@ class RouteTimelineChunk(_message.Message):
         capacity_up_mbps: _abc.Iterable[_builtins.float] | None = ...,
         capacity_down_mbps: _abc.Iterable[_builtins.float] | None = ...,
         satellite_index: _abc.Iterable[_builtins.int] | None = ...,
+        available: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "rtt_ms", b"rtt_ms", "satellite_index", b"satellite_index", "start", b"start", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "rtt_ms", b"rtt_ms", "satellite_index", b"satellite_index", "start", b"start", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,17 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skyhaul/v1/route.proto\x12\nskyhaul.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x04Slot\x12\r\n\x05index\x18\x01 \x01(\x03\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\nAssignment\x12\x11\n\tground_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.skyhaul.v1.GroundKind\x12\x17\n\x0fsatellite_index\x18\x03 \x01(\x05\x12\x15\n\relevation_deg\x18\x04 \x01(\x01\x12\x13\n\x0b\x61zimuth_deg\x18\x05 \x01(\x01\x12\x10\n\x08range_km\x18\x06 \x01(\x01\"v\n\x03Hop\x12(\n\x07segment\x18\x01 \x01(\x0e\x32\x17.skyhaul.v1.SegmentKind\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\t\x12\r\n\x05to_id\x18\x03 \x01(\t\x12\x13\n\x0b\x64istance_km\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65lay_ms\x18\x05 \x01(\x01\"\xe0\x03\n\x05Route\x12\x16\n\x0e\x64\x61ta_center_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1d\n\x04hops\x18\x05 \x03(\x0b\x32\x0f.skyhaul.v1.Hop\x12\x18\n\x10one_way_delay_ms\x18\x06 \x01(\x01\x12\x18\n\x10\x63\x61pacity_up_mbps\x18\x07 \x01(\x01\x12\x1a\n\x12\x63\x61pacity_down_mbps\x18\x08 \x01(\x01\x12\x1e\n\x04slot\x18\t \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12\x1d\n\x15\x66irst_satellite_index\x18\n \x01(\x05\x12\x12\n\ngateway_id\x18\x0b \x01(\t\x12\x31\n\rsamples_start\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0csamples_step\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x64\x65lay_samples_ms\x18\x0e \x03(\x01\x12\x31\n\x0ehandover_stall\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration*\\\n\nGroundKind\x12\x1b\n\x17GROUND_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14GROUND_KIND_TERMINAL\x10\x01\x12\x17\n\x13GROUND_KIND_GATEWAY\x10\x02*\x8d\x01\n\x0bSegmentKind\x12\x1c\n\x18SEGMENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13SEGMENT_KIND_UPLINK\x10\x01\x12\x14\n\x10SEGMENT_KIND_ISL\x10\x02\x12\x19\n\x15SEGMENT_KIND_DOWNLINK\x10\x03\x12\x16\n\x12SEGMENT_KIND_FIBRE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skyhaul/v1/route.proto\x12\nskyhaul.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x04Slot\x12\r\n\x05index\x18\x01 \x01(\x03\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\nAssignment\x12\x11\n\tground_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.skyhaul.v1.GroundKind\x12\x17\n\x0fsatellite_index\x18\x03 \x01(\x05\x12\x15\n\relevation_deg\x18\x04 \x01(\x01\x12\x13\n\x0b\x61zimuth_deg\x18\x05 \x01(\x01\x12\x10\n\x08range_km\x18\x06 \x01(\x01\"v\n\x03Hop\x12(\n\x07segment\x18\x01 \x01(\x0e\x32\x17.skyhaul.v1.SegmentKind\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\t\x12\r\n\x05to_id\x18\x03 \x01(\t\x12\x13\n\x0b\x64istance_km\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65lay_ms\x18\x05 \x01(\x01\"\xfa\x03\n\x05Route\x12\x16\n\x0e\x64\x61ta_center_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1d\n\x04hops\x18\x05 \x03(\x0b\x32\x0f.skyhaul.v1.Hop\x12\x18\n\x10one_way_delay_ms\x18\x06 \x01(\x01\x12\x18\n\x10\x63\x61pacity_up_mbps\x18\x07 \x01(\x01\x12\x1a\n\x12\x63\x61pacity_down_mbps\x18\x08 \x01(\x01\x12\x1e\n\x04slot\x18\t \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12\x1d\n\x15\x66irst_satellite_index\x18\n \x01(\x05\x12\x12\n\ngateway_id\x18\x0b \x01(\t\x12\x31\n\rsamples_start\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0csamples_step\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x64\x65lay_samples_ms\x18\x0e \x03(\x01\x12\x31\n\x0ehandover_stall\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10sample_available\x18\x10 \x03(\x08*\\\n\nGroundKind\x12\x1b\n\x17GROUND_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14GROUND_KIND_TERMINAL\x10\x01\x12\x17\n\x13GROUND_KIND_GATEWAY\x10\x02*\x8d\x01\n\x0bSegmentKind\x12\x1c\n\x18SEGMENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13SEGMENT_KIND_UPLINK\x10\x01\x12\x14\n\x10SEGMENT_KIND_ISL\x10\x02\x12\x19\n\x15SEGMENT_KIND_DOWNLINK\x10\x03\x12\x16\n\x12SEGMENT_KIND_FIBRE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyhaul.v1.route_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GROUNDKIND']._serialized_start=972
-  _globals['_GROUNDKIND']._serialized_end=1064
-  _globals['_SEGMENTKIND']._serialized_start=1067
-  _globals['_SEGMENTKIND']._serialized_end=1208
+  _globals['_GROUNDKIND']._serialized_start=998
+  _globals['_GROUNDKIND']._serialized_end=1090
+  _globals['_SEGMENTKIND']._serialized_start=1093
+  _globals['_SEGMENTKIND']._serialized_end=1234
   _globals['_SLOT']._serialized_start=103
   _globals['_SLOT']._serialized_end=208
   _globals['_ASSIGNMENT']._serialized_start=211
@@ -44,5 +44,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOP']._serialized_start=369
   _globals['_HOP']._serialized_end=487
   _globals['_ROUTE']._serialized_start=490
-  _globals['_ROUTE']._serialized_end=970
+  _globals['_ROUTE']._serialized_end=996
 # @@protoc_insertion_point(module_scope)

@@ -185,12 +185,13 @@ class Route(_message.Message):
     SAMPLES_STEP_FIELD_NUMBER: _builtins.int
     DELAY_SAMPLES_MS_FIELD_NUMBER: _builtins.int
     HANDOVER_STALL_FIELD_NUMBER: _builtins.int
+    SAMPLE_AVAILABLE_FIELD_NUMBER: _builtins.int
     data_center_id: _builtins.str
     region_id: _builtins.str
     available: _builtins.bool
     """false = outage: no usable satellite or path"""
     one_way_delay_ms: _builtins.float
-    """at `at`"""
+    """at `at`; NaN when available is false"""
     capacity_up_mbps: _builtins.float
     """bottleneck data center -> region"""
     capacity_down_mbps: _builtins.float
@@ -207,8 +208,9 @@ class Route(_message.Message):
     @_builtins.property
     def samples_start(self) -> _timestamp_pb2.Timestamp:
         """One-way delay along these hops as the satellites move through the slot: sample k is at
-        samples_start + k * samples_step. The terminal interpolates between samples. A NaN sample
-        means no route at that time (the held satellite set before the slot ended): an outage.
+        samples_start + k * samples_step. The terminal interpolates between samples. Where
+        sample_available[k] is false there is no route at that time (the held satellite set before
+        the slot ended): an outage, and delay_samples_ms[k] is NaN, kept for older readers only.
         """
 
     @_builtins.property
@@ -218,6 +220,10 @@ class Route(_message.Message):
     @_builtins.property
     def handover_stall(self) -> _duration_pb2.Duration:
         """Traffic is held for this long from the slot start (handover stall), when the satellite changed."""
+
+    @_builtins.property
+    def sample_available(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """One flag per delay sample: true = a route exists at that sample. Read this, not NaN."""
 
     def __init__(
         self,
@@ -237,10 +243,11 @@ class Route(_message.Message):
         samples_step: _duration_pb2.Duration | None = ...,
         delay_samples_ms: _abc.Iterable[_builtins.float] | None = ...,
         handover_stall: _duration_pb2.Duration | None = ...,
+        sample_available: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handover_stall", b"handover_stall", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "data_center_id", b"data_center_id", "delay_samples_ms", b"delay_samples_ms", "first_satellite_index", b"first_satellite_index", "gateway_id", b"gateway_id", "handover_stall", b"handover_stall", "hops", b"hops", "one_way_delay_ms", b"one_way_delay_ms", "region_id", b"region_id", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "data_center_id", b"data_center_id", "delay_samples_ms", b"delay_samples_ms", "first_satellite_index", b"first_satellite_index", "gateway_id", b"gateway_id", "handover_stall", b"handover_stall", "hops", b"hops", "one_way_delay_ms", b"one_way_delay_ms", "region_id", b"region_id", "sample_available", b"sample_available", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
