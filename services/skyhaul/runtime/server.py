@@ -3,20 +3,27 @@
 It adds health (SERVING only once the service's dependencies answer, NOT_SERVING when they are
 lost), reflection, the one error-mapping interceptor and tracing, and drains gracefully on
 SIGTERM/SIGINT before flushing spans.
+
+Reflection answers under both grpc.reflection.v1 (what current grpcurl, grpcui and Postman ask
+first) and v1alpha (older clients), and serves the contract's files with their .proto comments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.resources
 import inspect
 import logging
 import signal
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
 from skyhaul.runtime import errors, telemetry
 from skyhaul.runtime.settings import Settings
@@ -111,6 +118,87 @@ def _wrap_stream(behavior, method: str):
     return stream
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = reflection.SERVICE_NAME
+_REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+# Written by protos/generate.py beside the generated modules: the contract with source info.
+DESCRIPTOR_SET = "descriptor_set.binpb"
+
+
+@functools.cache
+def documented_files() -> dict[str, bytes]:
+    """The contract's FileDescriptorProtos with their comments, by file name."""
+    try:
+        data = (importlib.resources.files("skyhaul.v1") / DESCRIPTOR_SET).read_bytes()
+    except FileNotFoundError:
+        log.warning("%s missing: reflection serves the contract without its comments", DESCRIPTOR_SET)
+        return {}
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(data)
+    # Only our own files: the well-known types stay as the protobuf runtime registered them.
+    return {f.name: f.SerializeToString() for f in descriptor_set.file if f.name.startswith("skyhaul/")}
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """Put grpc.reflection.v1 in the default pool, so clients can describe the service they talk to.
+
+    grpcio-reflection (1.85) ships only v1alpha; v1 has the same messages and field numbers
+    under another package, so its descriptor is v1alpha's, renamed.
+    """
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_v1alpha_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    proto.name = _REFLECTION_V1_FILE
+    proto.package = "grpc.reflection.v1"
+    proto.ClearField("options")
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(old, new)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+class DocumentedReflectionServicer(reflection.aio.ReflectionServicer):
+    """grpcio-reflection's servicer, answering with the contract's files as written (comments
+    included): its own answers come from descriptors, which drop source info."""
+
+    async def ServerReflectionInfo(self, request_iterator, context):
+        documented = documented_files()
+        async for response in super().ServerReflectionInfo(request_iterator, context):
+            if response.HasField("file_descriptor_response"):
+                files = response.file_descriptor_response.file_descriptor_proto
+                for i, serialized in enumerate(files):
+                    name = descriptor_pb2.FileDescriptorProto.FromString(serialized).name
+                    files[i] = documented.get(name, serialized)
+            yield response
+
+
+def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Serve reflection v1 and v1alpha (one servicer: the two protocols are the same on the wire)."""
+    _register_reflection_v1_descriptor()
+    servicer = DocumentedReflectionServicer([*service_names, REFLECTION_V1, REFLECTION_V1ALPHA])
+    method = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_v1alpha_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_v1alpha_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": method})
+            for name in (REFLECTION_V1, REFLECTION_V1ALPHA)
+        ]
+    )
+
+
 class ServiceApp:
     """What a service gives the runner. Subclass and override what applies."""
 
@@ -190,12 +278,9 @@ async def start_server(app: ServiceApp, listen: str) -> RunningServer:
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [
-        *app.service_names,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    ]
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(
+        [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
