@@ -1,14 +1,31 @@
-"""OpenTelemetry, configured only by the standard OTEL_* variables.
+"""OpenTelemetry, configured only by the standard OTEL_* variables, by the SDK's own configurator.
 
-Export is on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set and
-OTEL_SDK_DISABLED is not true; otherwise nothing is exported and nothing is set up. The exporter
-reads its own OTEL_EXPORTER_OTLP_* settings. Health checks are left out of traces.
+Exporters, protocol, sampler and resource come from the SDK's environment configuration (the
+configurator opentelemetry-distro and `opentelemetry-instrument` run), so every variable means
+here what it means in the OpenTelemetry docs:
+
+- OTEL_TRACES_EXPORTER: otlp, console, none (or several, comma-separated);
+- OTEL_EXPORTER_OTLP_PROTOCOL / OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: grpc or http/protobuf;
+- OTEL_EXPORTER_OTLP_ENDPOINT and the rest of OTEL_EXPORTER_OTLP_*: read by the exporter;
+- OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED.
+
+One default differs, so that a laptop run without a collector stays quiet: with
+OTEL_TRACES_EXPORTER unset, traces go to OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, and nowhere otherwise.
+
+service.name is `skyhaul-<service>` (service_name()) in local runs and in the Helm chart alike;
+OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES override it. Health checks are never traced.
+
+SKYHAUL_TRACE_VERBOSE=1 (trace_verbose()) asks for spans of routine, high-rate work too (a span
+per GetStats poll, per received link event); off by default, and code that would emit such spans
+asks trace_verbose() first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,14 +35,40 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 log = logging.getLogger(__name__)
 
 _NOT_HEALTH = filters.negate(filters.health_check())
+TRACE_VERBOSE_ENV = "SKYHAUL_TRACE_VERBOSE"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def service_name(service: str) -> str:
+    """The service.name a Skyhaul service reports (the chart sets the same; tests check both)."""
+    return f"skyhaul-{service}"
+
+
+def trace_verbose(env: Mapping[str, str] = os.environ) -> bool:
+    """True when SKYHAUL_TRACE_VERBOSE asks for spans of every poll and every received event."""
+    value = env.get(TRACE_VERBOSE_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{TRACE_VERBOSE_ENV}={env[TRACE_VERBOSE_ENV]!r}: give 1/true/yes/on or 0/false/no/off")
+
+
+def traces_exporter(env: Mapping[str, str] = os.environ) -> str:
+    """OTEL_TRACES_EXPORTER as the services apply it: the variable when set, else otlp if an OTLP
+    endpoint is set, else none. OTEL_SDK_DISABLED=true means none."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "none"
+    configured = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    if configured:
+        return configured
+    has_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if has_endpoint else "none"
 
 
 def export_enabled(env: Mapping[str, str] = os.environ) -> bool:
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    if env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "none":
-        return False
-    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    return traces_exporter(env).lower() != "none"
 
 
 @dataclass
@@ -39,21 +82,54 @@ class Telemetry:
             self.provider.shutdown()  # type: ignore[attr-defined]
 
 
-def setup_telemetry(service: str, env: Mapping[str, str] = os.environ) -> Telemetry:
-    if not export_enabled(env):
-        return Telemetry(enabled=False)
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+def setup_telemetry(service: str) -> Telemetry:
+    """Configure the SDK from the environment (this process's os.environ, which the SDK reads).
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over our default name.
-    resource = Resource.create({"service.name": f"skyhaul-{service}", "service.namespace": "skyhaul"})
-    resource = resource.merge(OTELResourceDetector().detect())
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    log.info("tracing on", extra={"otlp_endpoint": env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")})
+    Bad values (an unknown exporter or protocol, a SKYHAUL_TRACE_VERBOSE that is no boolean) end
+    the process with exit code 2 and a one-line message naming the variable, before anything is
+    served.
+    """
+    try:
+        trace_verbose()
+    except ValueError as exc:
+        print(f"{service_name(service)}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    exporter = traces_exporter(os.environ)
+    if exporter.lower() == "none":
+        return Telemetry(enabled=False)
+    from opentelemetry.distro import OpenTelemetryConfigurator
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    # The SDK's environment defaults, made explicit for the configurator (as opentelemetry-distro
+    # does); metrics and logs keep the SDK's own defaults (none unless their variables are set).
+    os.environ["OTEL_TRACES_EXPORTER"] = exporter
+    # Resource attributes given to the configurator win over the environment's: pass ours under
+    # what OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say, so those still override.
+    attributes = {
+        "service.name": service_name(service),
+        "service.namespace": "skyhaul",
+        **OTELResourceDetector().detect().attributes,
+    }
+    try:
+        OpenTelemetryConfigurator().configure(resource_attributes=attributes)
+    except RuntimeError as exc:  # unknown exporter or protocol: the SDK's own message
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+        )
+        print(
+            f"{service_name(service)}: bad OpenTelemetry settings (OTEL_TRACES_EXPORTER={exporter!r}, "
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}): {exc}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from exc
+    provider = trace.get_tracer_provider()
+    log.info(
+        "tracing on",
+        extra={
+            "otel_traces_exporter": exporter,
+            "otlp_endpoint": os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        },
+    )
     return Telemetry(enabled=True, provider=provider)
 
 
@@ -63,7 +139,3 @@ def server_interceptors() -> list:
 
 def client_interceptors() -> list:
     return aio_client_interceptors(filter_=_NOT_HEALTH)
-
-
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
