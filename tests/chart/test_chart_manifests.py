@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from chartlib import (
     values_id,
 )
 
+from skyhaul.runtime import telemetry
 from skyhaul.runtime.scenario import parse_scenario
 from skyhaul.runtime.services import SERVICES
 
@@ -68,6 +70,11 @@ def services_by_name(rendered: Rendered) -> dict[str, dict]:
 def pods_behind(rendered: Rendered, service: dict) -> list[tuple[str, dict, dict]]:
     selector = service["spec"]["selector"].items()
     return [(o, labels, spec) for o, labels, spec in rendered.pod_specs() if selector <= labels.items()]
+
+
+def scenario_config_maps(rendered: Rendered) -> list[dict]:
+    """The ConfigMaps holding a scenario (Jaeger has its own for its configuration)."""
+    return [c for c in rendered.of_kind("ConfigMap") if "scenario.yaml" in c.get("data", {})]
 
 
 def resolve_service_port(rendered: Rendered, host: str, port: int) -> tuple[dict, dict]:
@@ -175,7 +182,8 @@ def test_redis_and_telemetry_endpoints_are_wired(values_file: Path | None):
         else:
             host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
             resolve_service_port(rendered, host, int(port))
-        assert env["OTEL_SERVICE_NAME"] == container["args"][1]
+        # one service.name for a service, in the chart as in local runs
+        assert env["OTEL_SERVICE_NAME"] == telemetry.service_name(container["args"][1])
         endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         if values["telemetry"]["otlpEndpoint"]:
             assert endpoint == values["telemetry"]["otlpEndpoint"]
@@ -185,7 +193,91 @@ def test_redis_and_telemetry_endpoints_are_wired(values_file: Path | None):
             assert int(port) == 4317
         else:
             assert endpoint is None
+        if endpoint:
+            assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == values["telemetry"]["protocol"] == "grpc"
         assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]
+
+
+def test_http_protobuf_goes_to_the_jaeger_otlp_http_port():
+    rendered = render(None, "telemetry.protocol=http/protobuf")
+    served = 0
+    for _, _, _, container in skyhaul_containers(rendered):
+        if container["args"][0] != "serve":
+            continue
+        served += 1
+        env = env_of(container)
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        host, port = env["OTEL_EXPORTER_OTLP_ENDPOINT"].removeprefix("http://").split(":")
+        service, service_port = resolve_service_port(rendered, host, int(port))
+        assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "jaeger"
+        assert service_port["name"] == "otlp-http"
+    assert served >= 5
+
+
+def _jaeger(rendered: Rendered) -> tuple[dict, dict, dict]:
+    """Jaeger's Deployment, its container and its parsed configuration."""
+    [deployment] = [
+        d
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "jaeger"
+    ]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    [config_map] = [
+        c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-jaeger-config")
+    ]
+    return deployment, container, config_map
+
+
+@VARIANTS
+def test_jaeger_is_v2_and_its_config_matches_its_ports(values_file: Path | None):
+    rendered = render(values_file)
+    values = rendered.values
+    if not values["jaeger"]["enabled"]:
+        assert not [
+            c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-jaeger-config")
+        ]
+        return
+    deployment, container, config_map = _jaeger(rendered)
+    repository, tag = container["image"].rsplit(":", 1)
+    assert repository == "jaegertracing/jaeger" and tag.split(".")[0] == "2"
+    config_text = config_map["data"]["config.yaml"]
+    config = yaml.safe_load(config_text)
+    # the pod mounts this ConfigMap where its --config points
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    [config_volume] = [
+        n for n, v in volumes.items() if v.get("configMap", {}).get("name") == config_map["metadata"]["name"]
+    ]
+    assert container["args"] == ["--config", f"{mounts[config_volume]}/config.yaml"]
+    # a config change rolls the pod
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/config"] == hashlib.sha256(config_text.rstrip("\n").encode()).hexdigest()
+
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    otlp = config["receivers"]["otlp"]["protocols"]
+    assert split_hostport(otlp["grpc"]["endpoint"]) == ("0.0.0.0", ports["otlp-grpc"])
+    assert split_hostport(otlp["http"]["endpoint"]) == ("0.0.0.0", ports["otlp-http"])
+    query = config["extensions"]["jaeger_query"]
+    assert split_hostport(query["http"]["endpoint"]) == ("0.0.0.0", ports["ui"])
+    health = config["extensions"]["healthcheckv2"]
+    assert split_hostport(health["http"]["endpoint"]) == ("0.0.0.0", ports["health"])
+    for probe in (container["readinessProbe"], container["livenessProbe"]):
+        assert probe["httpGet"] == {"path": "/status", "port": "health"}
+    # the in-memory store is bounded by values.jaeger.maxTraces and is what the pipeline writes to
+    store = config["exporters"]["jaeger_storage_exporter"]["trace_storage"]
+    assert query["storage"]["traces"] == store
+    assert (
+        config["extensions"]["jaeger_storage"]["backends"][store]["memory"]["max_traces"]
+        == values["jaeger"]["maxTraces"]
+    )
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"] and pipeline["exporters"] == ["jaeger_storage_exporter"]
+    assert {"jaeger_storage", "jaeger_query", "healthcheckv2"} <= set(config["service"]["extensions"])
+    # every Service port of Jaeger reaches a declared container port
+    [service] = [
+        s for s in rendered.of_kind("Service") if s["metadata"]["name"] == deployment["metadata"]["name"]
+    ]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
 
 
 def test_telemetry_can_be_switched_off():
@@ -361,7 +453,7 @@ def test_the_scenario_config_map_is_the_scenario_in_values_and_every_service_mou
     values_file: Path | None,
 ):
     rendered = render(values_file)
-    [config_map] = rendered.of_kind("ConfigMap")
+    [config_map] = scenario_config_maps(rendered)
     scenario = yaml.safe_load(config_map["data"]["scenario.yaml"])
     expected = dict(rendered.values["scenario"])
     if not any(expected.get("constellation", {}).values()):
@@ -380,7 +472,7 @@ def test_the_scenario_config_map_is_the_scenario_in_values_and_every_service_mou
 
 @VARIANTS
 def test_the_rendered_scenario_is_one_the_services_accept(values_file: Path | None):
-    [config_map] = render(values_file).of_kind("ConfigMap")
+    [config_map] = scenario_config_maps(render(values_file))
     scenario = parse_scenario(yaml.safe_load(config_map["data"]["scenario.yaml"]), "chart")
     assert scenario.regions and len(scenario.regions) == len(
         render(values_file).values["scenario"]["regions"]

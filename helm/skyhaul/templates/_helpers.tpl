@@ -73,9 +73,56 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- if .Values.telemetry.otlpEndpoint }}
 {{- .Values.telemetry.otlpEndpoint }}
 {{- else if .Values.jaeger.enabled }}
-{{- printf "http://%s-jaeger:4317" (include "skyhaul.fullname" .) }}
+{{- printf "http://%s-jaeger:%s" (include "skyhaul.fullname" .) (ternary "4317" "4318" (eq .Values.telemetry.protocol "grpc")) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Jaeger v2's configuration (an OpenTelemetry Collector config): OTLP in, memory store, query
+API and UI, health at :13133/status. Ports here and in templates/jaeger.yaml go together. */}}
+{{- define "skyhaul.jaegerConfig" -}}
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    resource:
+      service.name: jaeger
+    logs:
+      level: info
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 0.0.0.0:13133
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          # the oldest traces are dropped beyond it
+          max_traces: {{ .Values.jaeger.maxTraces }}
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 0.0.0.0:16686
+    grpc:
+      endpoint: 0.0.0.0:16685
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 0.0.0.0:4317
+      http:
+        endpoint: 0.0.0.0:4318
+processors:
+  batch: {}
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
 {{- end }}
 
 {{/* Address (host:port) of a Skyhaul Service: (dict "ctx" $ "component" "region" "id" "westus2"). */}}
@@ -150,13 +197,14 @@ POD_NAME and POD_NAMESPACE come first so OTEL_RESOURCE_ATTRIBUTES can refer to t
 - name: SKYHAUL_CLOCK_START
   value: {{ $ctx.Values.clockStart | quote }}
 {{- end }}
+{{- /* The same service.name as local runs (skyhaul.runtime.telemetry.service_name). */}}
 - name: OTEL_SERVICE_NAME
-  value: {{ .service | quote }}
+  value: {{ printf "skyhaul-%s" .service | quote }}
 {{- with include "skyhaul.otlpEndpoint" $ctx }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 - name: OTEL_EXPORTER_OTLP_PROTOCOL
-  value: grpc
+  value: {{ $ctx.Values.telemetry.protocol | quote }}
 {{- end }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ printf "service.namespace=%s,k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)%s" $ctx.Release.Name .attributes | quote }}
