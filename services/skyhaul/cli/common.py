@@ -16,6 +16,14 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the thing asked about is unhealthy / not found
 EXIT_USAGE = 2  # bad arguments or input
 EXIT_UNAVAILABLE = 3  # a service could not be reached
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}  ok
+  {EXIT_FAILURE}  unhealthy, not found or failed
+  {EXIT_USAGE}  bad arguments or input (nothing was changed)
+  {EXIT_UNAVAILABLE}  a service could not be reached (is `skyhaul up` running?)
+"""
+JSON_HELP = "print JSON for programs instead of text"
 
 
 def add_formatter(parser: argparse.ArgumentParser, epilog: str) -> None:

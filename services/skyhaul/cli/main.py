@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterator
+
+import skyhaul
+from skyhaul.cli.common import EXIT_CODES_HELP, EXIT_USAGE, JSON_HELP
 
 COMMAND_MODULES = (
     "skyhaul.cli.system",
@@ -31,13 +35,35 @@ Start here:
 """
 
 
+def all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parser and every subcommand's parser below it, depth first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from all_parsers(child)
+
+
+def _house_style(parser: argparse.ArgumentParser) -> None:
+    """What every command's --help says the same way: the exit codes, and what --json does."""
+    for each in all_parsers(parser):
+        for action in each._actions:
+            if "--json" in action.option_strings and not action.help:
+                action.help = JSON_HELP
+        if EXIT_CODES_HELP not in (each.epilog or ""):
+            each.epilog = f"{each.epilog.rstrip()}\n\n{EXIT_CODES_HELP}" if each.epilog else EXIT_CODES_HELP
+            each.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skyhaul", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"skyhaul {skyhaul.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _house_style(parser)
     return parser
 
 
@@ -46,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from pathlib import Path
 from skyhaul.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     add_formatter,
     endpoints_file,
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_formatter(
         status,
         """Targets: --target flags, else the running `skyhaul up`, else SKYHAUL_*_ADDR / default ports.
-Exit code 0 when every target is SERVING, 1 otherwise.
+Exit code 0 when every target is SERVING, 3 when none answers at all, 1 otherwise.
 
 examples:
   skyhaul status
@@ -157,4 +158,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         width = max(map(len, states), default=8)
         for name, state in states.items():
             print(f"{name:<{width}}  {targets[name]:<22}  {state}")
-    return EXIT_OK if all(s == "SERVING" for s in states.values()) else EXIT_FAILURE
+    if all(s == "SERVING" for s in states.values()):
+        return EXIT_OK
+    if all(s.startswith("UNREACHABLE") for s in states.values()):
+        return fail("no service answers; is `skyhaul up` running?", EXIT_UNAVAILABLE)
+    return EXIT_FAILURE
