@@ -7,7 +7,8 @@ from skyhaul.core.constellations import build_preset
 from skyhaul.core.elements import walker_shell
 from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal
 from skyhaul.core.scheduler import SchedulerConfig
-from skyhaul.core.timeline import LinkModel, TimelineAccumulator, TimelineChunk, summarize
+from skyhaul.core.summary import TimelineAccumulator, summarize
+from skyhaul.core.timeline import LinkModel, TimelineChunk
 
 EPOCH = 1604016000.0  # 2020-10-30T00:00:00Z
 WESTUS2 = Region("westus2", 47.233, -119.852)
