@@ -356,24 +356,25 @@ def _constellation(f: _Fields, base_dir: Path | None) -> ConstellationSpec:
 
 def _scheduler(f: _Fields) -> tuple[SchedulerConfig, GroundMasks]:
     """The ``scheduler:`` section: core's ``SchedulerConfig`` (its defaults) and the ground masks."""
-    d = SchedulerConfig()
+    defaults = SchedulerConfig()
     fields = dict(
-        mode=f.choice("mode", MODES, d.mode),
-        slot_interval_s=f.number("slot_interval_s", d.slot_interval_s, lo=0, hi=3600, lo_open=True),
-        slot_offset_s=f.number("slot_offset_s", d.slot_offset_s, lo=0, hi=3600),
-        policy=f.choice("policy", POLICIES, d.policy),
-        isl=f.choice("isl", ISL_MODES, d.isl),
-        handover_stall_ms=f.number("handover_stall_ms", d.handover_stall_ms, lo=0, hi=10_000),
-        sample_step_s=f.number("sample_step_s", d.sample_step_s, lo=0, hi=60, lo_open=True),
-        beam_capacity_mbps=f.number("beam_capacity_mbps", d.beam_capacity_mbps, lo=0, hi=1e7, lo_open=True),
+        mode=f.choice("mode", MODES, defaults.mode),
+        slot_interval_s=f.number("slot_interval_s", defaults.slot_interval_s, lo=0, hi=3600, lo_open=True),
+        slot_offset_s=f.number("slot_offset_s", defaults.slot_offset_s, lo=0, hi=3600),
+        policy=f.choice("policy", POLICIES, defaults.policy),
+        isl=f.choice("isl", ISL_MODES, defaults.isl),
+        handover_stall_ms=f.number("handover_stall_ms", defaults.handover_stall_ms, lo=0, hi=10_000),
+        sample_step_s=f.number("sample_step_s", defaults.sample_step_s, lo=0, hi=60, lo_open=True),
+        beam_capacity_mbps=f.number(
+            "beam_capacity_mbps", defaults.beam_capacity_mbps, lo=0, hi=1e7, lo_open=True
+        ),
     )
-    dm = GroundMasks()
     masks = GroundMasks(
         terminal_min_elevation_deg=f.number(
-            "terminal_min_elevation_deg", dm.terminal_min_elevation_deg, lo=0, hi=90
+            "terminal_min_elevation_deg", GroundMasks.terminal_min_elevation_deg, lo=0, hi=90
         ),
         gateway_min_elevation_deg=f.number(
-            "gateway_min_elevation_deg", dm.gateway_min_elevation_deg, lo=0, hi=90
+            "gateway_min_elevation_deg", GroundMasks.gateway_min_elevation_deg, lo=0, hi=90
         ),
     )
     f.done()
