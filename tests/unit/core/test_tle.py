@@ -9,7 +9,7 @@ import sgp4
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.tle import TleError, load_tle_file, parse_tle_text, tle_checksum
 
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 TLE_DIR = DATA_DIR / "tle"
 needs_data = pytest.mark.skipif(
     not TLE_DIR.is_dir(), reason=f"reference TLE snapshots not found at {TLE_DIR}"

@@ -19,7 +19,7 @@ from skyhaul.core.geometry import GroundPoints  # noqa: E402
 from skyhaul.core.propagate import Propagator  # noqa: E402
 from skyhaul.core.tle import load_tle_file  # noqa: E402
 
-TLE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tle"
+TLE_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tle"
 pytestmark = pytest.mark.skipif(
     not TLE_DIR.is_dir(), reason=f"reference TLE snapshots not found at {TLE_DIR}"
 )
