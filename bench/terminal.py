@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay, new_event_loop  # noqa: E402
+from skyhaul.runtime.eventloop import new_event_loop  # noqa: E402
+from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay  # noqa: E402
 
 TRANSFER_SECONDS = 3.0
 SEND_BLOCK = 1 << 20
@@ -45,9 +46,9 @@ PROBE = struct.Struct("!Id")  # probe id, send time (time.monotonic)
 def relay_process(control, target_port: int, delay_s: float) -> None:
     async def main() -> None:
         relay = TerminalRelay(EmulatedLink(LinkProfile.constant(delay_s)))
-        forward = await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
+        await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
         await relay.start()
-        control.send(forward.port)
+        control.send(relay.forwards[0].listen_port)
         await asyncio.get_running_loop().run_in_executor(None, control.recv)
         await relay.stop(drain_timeout_s=0)
 
