@@ -39,6 +39,7 @@ from skyhaul.region.blobstore import validate_container_name
 from skyhaul.runtime.bus import redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
+from skyhaul.runtime.link_follower import LinkFollower
 from skyhaul.runtime.scenario import DataCenterSpec
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings
@@ -261,7 +262,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             asyncio.to_thread(store.outbox.backlog), asyncio.to_thread(store.outbox.totals)
         )
         now = app.clock.now()
-        link = app.link.state
+        link = app.link.view
         response = mdc_pb2.GetStatusResponse(
             data_center_id=app.spec.id,
             emulated_time=to_timestamp(now),
@@ -351,7 +352,7 @@ class MdcApp(ServiceApp):
         self.store_dir = Path(store_dir) if store_dir is not None else Path(settings.data_dir) / "mdc"
         self.store: ObjectStore | None = None
         self.link = LinkWatcher(
-            self.spec.id, self.spec.home_region, now=clock.now, redis_url=settings.redis_url or None
+            LinkFollower(self.spec.id, self.spec.home_region, clock, redis_url=settings.redis_url or None)
         )
         self.worker: SyncWorker | None = None
         self.workload: WorkloadGenerator | None = None

@@ -585,7 +585,7 @@ class SyncWorker:
     # ----------------------------------------------------------------- calls
 
     def _capacity_bps(self) -> float:
-        mbps = self.link.state.capacity_up_mbps or self.config.fallback_capacity_mbps
+        mbps = self.link.view.capacity_up_mbps or self.config.fallback_capacity_mbps
         return mbps * 1e6
 
     def _transfer_s(self, nbytes: int) -> float:

@@ -63,7 +63,3 @@ def server_interceptors() -> list:
 
 def client_interceptors() -> list:
     return aio_client_interceptors(filter_=_NOT_HEALTH)
-
-
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
