@@ -14,6 +14,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -286,3 +287,94 @@ def test_tcp_connection_survives_a_5_s_outage_and_resumes(network):
     assert drops > 0
     assert min(intervals[4:7]) < 1 * MBIT, intervals  # nothing got through in the outage
     assert max(intervals[-3:]) > 10 * MBIT, intervals  # the same connection runs again
+
+
+# --- the namespaces themselves -----------------------------------------------------------------
+
+
+def test_control_path_reaches_host_services_during_an_outage(network):
+    with shaped_link(network, LinkProfile.constant(0.010)) as (dc, engine):
+        engine.force_outage(30.0)
+        with socket.socket() as listener:
+            listener.bind((dc.addressing.control_host, 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            connect = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()"
+            result = subprocess.run(
+                dc.exec_args(sys.executable, "-c", connect, dc.addressing.control_host, str(port)),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+        assert rtts_ms(ping(dc, 3, 0.2)) == []  # the region side is cut off meanwhile
+        assert engine.stats()[Direction.UPLINK].drops["outage"] >= 3
+
+
+def _netns_and_links(prefix: str = "") -> tuple[str, str]:
+    """Names of the namespaces and links (only those starting with ``prefix``)."""
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    namespace_names = sorted(line.split()[0] for line in namespaces.splitlines() if line.strip())
+    link_names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
+    keep = [name for name in namespace_names if name.startswith(prefix)]
+    return "\n".join(keep), "\n".join(name for name in link_names if name.startswith(prefix))
+
+
+def test_stale_namespaces_of_a_dead_run_are_removed_at_the_next_start(tmp_path):
+    prefix = f"st{os.getpid() % 100000}"
+    script = (
+        "import os,sys; from skyhaul.runtime.netns import PacketNetwork;"
+        "net = PacketNetwork(state_dir=sys.argv[1], prefix=sys.argv[2]); net.create('dc', int(sys.argv[3]));"
+        "print('made', flush=True); os._exit(0)"  # exits without cleaning up, as a crash would
+    )
+    index = next(_indices)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), prefix, str(index)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert "made" in result.stdout, result.stderr
+        namespaces, links = _netns_and_links()
+        assert f"{prefix}-dc" in namespaces and f"{prefix}{index}th" in links
+        with PacketNetwork(state_dir=tmp_path):
+            namespaces, links = _netns_and_links()
+            assert f"{prefix}-dc" not in namespaces
+            assert f"{prefix}{index}" not in links
+        assert list(tmp_path.glob("*.json")) == []
+    finally:
+        subprocess.run(["ip", "netns", "del", f"{prefix}-dc"], capture_output=True)
+        for kind in ("th", "tn", "vh"):
+            subprocess.run(["ip", "link", "del", f"{prefix}{index}{kind}"], capture_output=True)
+
+
+def test_without_privileges_packet_mode_says_what_is_missing_and_makes_nothing(tmp_path, monkeypatch):
+    from skyhaul.runtime import netns
+
+    before = _netns_and_links("sk")
+    monkeypatch.setattr(netns, "missing_privileges", lambda: ["CAP_NET_ADMIN"])
+    with pytest.raises(netns.PrivilegeError) as caught:
+        PacketNetwork(state_dir=tmp_path / "state")
+    message = str(caught.value)
+    assert "CAP_NET_ADMIN" in message and "data_plane: relay" in message and "\n" not in message
+    assert not (tmp_path / "state").exists()
+    assert _netns_and_links("sk") == before
+
+
+def test_bad_input_changes_nothing(network):
+    from skyhaul.runtime.errors import InvalidArgument
+
+    before = _netns_and_links(network.prefix)
+    for bad in ({"index": 0}, {"index": 300}, {"index": 5, "mtu": 100}, {"index": 5, "data_center": ""}):
+        arguments = {"data_center": "dc-bad", **bad}
+        with pytest.raises(InvalidArgument):
+            network.create(arguments.pop("data_center"), **arguments)
+    with shaped_link(network, None) as (dc, _engine):
+        with pytest.raises(InvalidArgument):
+            network.create(dc.data_center, next(_indices))
+        with pytest.raises(InvalidArgument):
+            network.create("dc-other", dc.addressing.index)
+    assert _netns_and_links(network.prefix) == before
