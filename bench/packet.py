@@ -10,7 +10,10 @@
 3. Delay error at 10 Hz under that load: ping RTT − 2 × 25 ms on a second, idle data center link
    whose engine runs in the same process while the first link carries the iperf3 load (a ping on
    the loaded link itself also waits in the bottleneck queue, which is link behaviour, not error:
-   printed apart).
+   printed apart), next to the same ping over the direct veth meanwhile (the kernel's own share).
+2-3 run twice: engine threads normally scheduled, then SCHED_FIFO (``PacketConfig.realtime_priority``).
+4. 50 Mbit/s + 25 ms with 1 % random loss on the data direction: cubic against bbr, and cubic
+   against the Mathis bound MSS/RTT x 1.22/sqrt(p) (MSS 1448, RTT 50 ms: 2.8 Mbit/s).
 """
 
 from __future__ import annotations
@@ -43,11 +46,10 @@ def cpu_seconds() -> float:
 
 
 @contextmanager
-def engine_for(dc: DataCenterNetns, profile: LinkProfile):
+def engine_for(dc: DataCenterNetns, profile: LinkProfile, realtime: int | None = None):
     host_fd, namespace_fd = dc.open_tuns()
-    engine = PacketEngine(
-        namespace_fd, host_fd, config=PacketConfig(uplink_loss_percent=0.0, downlink_loss_percent=0.0)
-    )
+    config = PacketConfig(uplink_loss_percent=0.0, downlink_loss_percent=0.0, realtime_priority=realtime)
+    engine = PacketEngine(namespace_fd, host_fd, config=config)
     engine.set_route(profile)
     try:
         with engine:
@@ -84,16 +86,28 @@ def iperf3(dc: DataCenterNetns, address: str, port: int, seconds: float, *args: 
     return report["end"]["sum_received"]["bits_per_second"]
 
 
-def ping_rtts(dc: DataCenterNetns, count: int, interval: float) -> list[float]:
-    argv = dc.exec_args("ping", "-n", "-c", str(count), "-i", str(interval), dc.addressing.region_address)
+def ping_rtts(dc: DataCenterNetns, count: int, interval: float, address: str | None = None) -> list[float]:
+    address = address or dc.addressing.region_address
+    argv = dc.exec_args("ping", "-n", "-c", str(count), "-i", str(interval), address)
     output = subprocess.run(argv, capture_output=True, text=True, timeout=count * interval + 30).stdout
     return [float(v) for v in re.findall(r"time=([\d.]+) ms", output)]
+
+
+def probe(results: dict, name: str, dc: DataCenterNetns, count: int, address: str | None = None) -> None:
+    time.sleep(1.0)  # past slow start
+    results[name] = ping_rtts(dc, count, 0.1, address=address)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="iperf3 duration per measurement")
     parser.add_argument("--mtu", type=int, default=65000, help="TUN MTU of the unshaped packet path")
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=10,
+        help="SCHED_FIFO priority of the engine threads in the second run of 2-3 (the first: normal)",
+    )
     options = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/packet.py needs root (network namespaces, TUN devices)", file=sys.stderr)
@@ -131,41 +145,78 @@ def main() -> int:
         shaped = LinkProfile.constant(0.025, uplink_bps=100 * MBIT, downlink_bps=100 * MBIT)
         loaded = network.create("bench-loaded", base + 20)
         idle = network.create("bench-idle", base + 40)
-        print("2. shaped 25 ms one-way + 100 Mbit/s, MTU 1500, iperf3 TCP cubic, data center -> host")
-        with (
-            engine_for(loaded, shaped) as loaded_engine,
-            engine_for(idle, shaped),
-            iperf3_server(loaded.addressing.region_address, port + 1),
-        ):
-            count = int(options.seconds * 10) - 10
-            results: dict[str, list[float]] = {}
+        for realtime in (None, options.realtime_priority):
+            scheduling = "normal scheduling" if realtime is None else f"engine threads SCHED_FIFO {realtime}"
+            print(
+                f"2. shaped 25 ms one-way + 100 Mbit/s, MTU 1500, iperf3 TCP cubic, data center -> host ({scheduling})"
+            )
+            with (
+                engine_for(loaded, shaped, realtime) as loaded_engine,
+                engine_for(idle, shaped, realtime),
+                iperf3_server(loaded.addressing.region_address, port + 1),
+            ):
+                count = int(options.seconds * 10) - 10
+                results: dict[str, list[float]] = {}
 
-            def probe(name: str, dc: DataCenterNetns) -> None:
-                time.sleep(1.0)  # past slow start
-                results[name] = ping_rtts(dc, count, 0.1)
+                probes = [
+                    threading.Thread(target=probe, args=(results, "idle", idle, count)),
+                    threading.Thread(target=probe, args=(results, "loaded", loaded, count)),
+                    threading.Thread(
+                        target=probe, args=(results, "direct", idle, count, idle.addressing.control_host)
+                    ),
+                ]
+                for thread in probes:
+                    thread.start()
+                rate = iperf3(
+                    loaded, loaded.addressing.region_address, port + 1, options.seconds, "-C", "cubic"
+                )
+                for thread in probes:
+                    thread.join()
+                queue = loaded_engine.stats()[Direction.UPLINK]
+            print(f"   throughput {rate / MBIT:6.1f} Mbit/s = {100 * rate / (100 * MBIT):5.1f} % of the cap")
+            errors = np.abs(np.asarray(results["idle"]) - 50.0)
+            print(
+                f"3. ping at 10 Hz on an idle link while the other carries that load ({len(errors)} replies):"
+                f" |RTT - 50 ms| p50 {np.percentile(errors, 50):.2f} ms, p99 {np.percentile(errors, 99):.2f} ms,"
+                f" max {errors.max():.2f} ms"
+            )
+            direct_rtt = np.asarray(results["direct"])
+            print(
+                f"   baseline, the same ping over the direct veth at the same time: RTT p50"
+                f" {np.percentile(direct_rtt, 50):.2f} ms, p99 {np.percentile(direct_rtt, 99):.2f} ms"
+            )
+            on_loaded = results["loaded"]
+            print(
+                f"   ping on the loaded link itself: median RTT {statistics.median(on_loaded):.1f} ms"
+                f" (bottleneck queue p50 {1e3 * (queue.queue_delay_p50_s or 0):.1f} ms,"
+                f" p99 {1e3 * (queue.queue_delay_p99_s or 0):.1f} ms, queue drops {queue.drops['queue']})"
+            )
 
-            probes = [
-                threading.Thread(target=probe, args=(n, d)) for n, d in (("idle", idle), ("loaded", loaded))
-            ]
-            for thread in probes:
-                thread.start()
-            rate = iperf3(loaded, loaded.addressing.region_address, port + 1, options.seconds, "-C", "cubic")
-            for thread in probes:
-                thread.join()
-            queue = loaded_engine.stats()[Direction.UPLINK]
-        print(f"   throughput {rate / MBIT:6.1f} Mbit/s = {100 * rate / (100 * MBIT):5.1f} % of the cap")
-        errors = np.abs(np.asarray(results["idle"]) - 50.0)
-        print(
-            f"3. ping at 10 Hz on an idle link while the other carries that load ({len(errors)} replies):"
-            f" |RTT - 50 ms| p50 {np.percentile(errors, 50):.2f} ms, p99 {np.percentile(errors, 99):.2f} ms,"
-            f" max {errors.max():.2f} ms"
-        )
-        on_loaded = results["loaded"]
-        print(
-            f"   ping on the loaded link itself: median RTT {statistics.median(on_loaded):.1f} ms"
-            f" (bottleneck queue p50 {1e3 * (queue.queue_delay_p50_s or 0):.1f} ms,"
-            f" p99 {1e3 * (queue.queue_delay_p99_s or 0):.1f} ms, queue drops {queue.drops['queue']})"
-        )
+        lossy = LinkProfile.constant(0.025, uplink_bps=50 * MBIT, downlink_bps=50 * MBIT)
+        lossy_dc = network.create("bench-lossy", base + 60)
+        print("4. 50 Mbit/s, 25 ms one-way, 1 % random loss on the data direction: cubic vs bbr")
+        host_fd, namespace_fd = lossy_dc.open_tuns()
+        config = PacketConfig(uplink_loss_percent=1.0, downlink_loss_percent=0.0, seed=1)
+        try:
+            with PacketEngine(namespace_fd, host_fd, config=config) as engine:
+                engine.set_route(lossy)
+                mathis = 1448 * 8 / 0.050 * 1.22 / 0.1
+                for algorithm in ("cubic", "bbr"):
+                    with iperf3_server(lossy_dc.addressing.region_address, port + 2):
+                        rate = iperf3(
+                            lossy_dc,
+                            lossy_dc.addressing.region_address,
+                            port + 2,
+                            options.seconds,
+                            "-C",
+                            algorithm,
+                        )
+                    print(
+                        f"   {algorithm:5s} {rate / MBIT:6.1f} Mbit/s ({rate / mathis:4.2f} x the Mathis bound)"
+                    )
+        finally:
+            os.close(host_fd)
+            os.close(namespace_fd)
     return 0
 
 

@@ -94,6 +94,10 @@ class PacketConfig:
     uplink_loss_percent: float = DEFAULT_LOSS_PERCENT
     downlink_loss_percent: float = DEFAULT_LOSS_PERCENT
     seed: int = 0
+    realtime_priority: int | None = None
+    """SCHED_FIFO priority (1..99) for the engine thread, or None (normal scheduling). A real-time
+    engine wakes on time even when the CPUs are busy (the delay tail under load comes from waiting
+    for a CPU); needs root or CAP_SYS_NICE, and the kernel's RT throttling still bounds it."""
 
     def __post_init__(self) -> None:
         queue_ms = float(self.queue_ms)
@@ -103,6 +107,10 @@ class PacketConfig:
             not isinstance(self.queue_bytes, int) or self.queue_bytes < 1500
         ):
             raise InvalidArgument(f"queue_bytes: {self.queue_bytes!r} must be an integer >= 1500 (or None)")
+        if self.realtime_priority is not None and (
+            not isinstance(self.realtime_priority, int) or not 1 <= self.realtime_priority <= 99
+        ):
+            raise InvalidArgument(f"realtime_priority: {self.realtime_priority!r} must be 1..99 (or None)")
         object.__setattr__(self, "queue_ms", queue_ms)
         object.__setattr__(
             self, "uplink_loss_percent", _percent("uplink_loss_percent", self.uplink_loss_percent)
@@ -163,6 +171,20 @@ def handover_stalls(
         for boundary, before, after in zip(boundaries, satellites[:-1], satellites[1:], strict=True)
         if stall > 0 and serving(before) and serving(after) and before != after
     )
+
+
+def _tight_timer_slack() -> None:
+    """Ask the kernel to wake this thread on time (default slack 50 µs; per thread, Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_TIMERSLACK = 29
 
 
 @dataclass
@@ -358,7 +380,11 @@ class PacketEngine:
         return time.time() + duration
 
     def _run(self) -> None:
+        _tight_timer_slack()
         try:
+            if self.config.realtime_priority is not None:
+                # Policy of this thread only (pid 0 = the calling thread on Linux).
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.config.realtime_priority))
             self._loop()
         except BaseException as error:  # reported by stop(); the thread must not die silently
             self._error = error
