@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync clean
+.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync bench-packet clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,8 @@ bench-terminal: $(STAMP)
 	$(BIN)/python bench/terminal.py
 bench-sync: $(STAMP)
 	$(BIN)/python bench/sync.py
+bench-packet: $(STAMP)  ## packet data plane (root: namespaces, TUN; needs iperf3, ping)
+	$(BIN)/python bench/packet.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
