@@ -176,6 +176,8 @@ class ObjectStore:
         """Move a finished, fsynced temp file into objects/, then record it in the outbox."""
         file_id = uuid.uuid4().hex
         final = self._objects_dir / file_id[:2] / file_id
+        # Not runtime.durable.replace_durably: the directory fsync stays outside the store lock, so
+        # other puts do not queue behind it.
         with self._lock:
             make_dirs_durably(final.parent)
             os.replace(tmp, final)

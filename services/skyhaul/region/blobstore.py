@@ -65,7 +65,7 @@ from skyhaul.runtime.durable import (
     DirectoryLock,
     clear_directory,
     fsync_dir,
-    make_dirs_durably,
+    replace_durably,
     write_file_durably,
 )
 from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -408,9 +408,7 @@ class BlobStore:
                 self._require_container(container)
                 record = self._index[container].blobs.get(blob)
                 staging = self._blob_dir(container, blob) / "staging" / str(record.epoch if record else 0)
-                make_dirs_durably(staging)
-                os.replace(tmp, staging / block_id.encode().hex())
-                fsync_dir(staging)
+                replace_durably(tmp, staging / block_id.encode().hex())
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -613,9 +611,7 @@ class BlobStore:
             index = self._require_container(container)
             blob_dir = self._blob_dir(container, blob)
             data_dir = blob_dir / "data"
-            make_dirs_durably(data_dir)
-            os.replace(assembled, data_dir / record.version)  # not visible yet: no pointer names it
-            fsync_dir(data_dir)
+            replace_durably(assembled, data_dir / record.version)  # not visible yet: no pointer names it
             write_file_durably(blob_dir / _POINTER_NAME, record.to_json(), self._tmp_dir)
             index.put(record)
 

@@ -40,6 +40,16 @@ def write_file_durably(path: Path, data: bytes, tmp_dir: Path) -> None:
     fsync_dir(path.parent)
 
 
+def replace_durably(source: Path, target: Path) -> None:
+    """Rename `source` to `target` (same filesystem), creating target's directory, and make it durable.
+
+    The caller fsynced `source` itself; this makes the new directory entries survive a crash.
+    """
+    make_dirs_durably(target.parent)
+    os.replace(source, target)
+    fsync_dir(target.parent)
+
+
 def make_dirs_durably(path: Path) -> None:
     """Create `path` and its missing parents, fsyncing each parent so the new entries survive a crash."""
     missing: list[Path] = []
