@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
+from skyhaul.contract.orbit_codec import elements_from_proto, pass_to_proto, window_bounds
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import UnknownId
 from skyhaul.core.passes import find_passes
@@ -32,7 +33,6 @@ from skyhaul.core.timeline import LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
 from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment
-from skyhaul.orbit.codec import elements_from_proto, pass_to_proto, window_bounds
 from skyhaul.runtime import clients
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp

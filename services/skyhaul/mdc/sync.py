@@ -549,7 +549,7 @@ class SyncWorker:
         block_size = progress.block_size
         assert block_size is not None
         count = math.ceil(entry.size / block_size)
-        metadata, content_type = split_content_type(entry.metadata)
+        metadata, content_type = entry.metadata, entry.content_type
         reply = await self._call(
             "CommitBlockList",
             region_pb2.CommitBlockListRequest(
