@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync clean
+.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync bench-packet clean
 
 # .venv from requirements.lock with uv (a few times faster than pip; the version pinned in the
 # lock), falling back to pip when uv cannot install. Both show their progress.
@@ -88,6 +88,8 @@ bench-terminal: $(STAMP)
 	$(BIN)/python bench/terminal.py
 bench-sync: $(STAMP)
 	$(BIN)/python bench/sync.py
+bench-packet: $(STAMP)  ## packet data plane (root: namespaces, TUN; needs iperf3, ping)
+	$(BIN)/python bench/packet.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

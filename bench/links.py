@@ -30,7 +30,8 @@ from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal
 from skyhaul.core.propagate import Propagator
 from skyhaul.core.routing import build_graph, extract_paths, ground_links, shortest_trees
 from skyhaul.core.scheduler import SchedulerConfig, elevation_deg, visible_mask
-from skyhaul.core.timeline import LinkModel, TimelineAccumulator
+from skyhaul.core.summary import TimelineAccumulator
+from skyhaul.core.timeline import LinkModel
 
 EPOCH = 1604016000.0  # 2020-10-30T00:00:00Z
 

@@ -50,10 +50,11 @@ from skyhaul.mdc.service import MdcApp  # noqa: E402
 from skyhaul.mdc.sync import SyncConfig  # noqa: E402
 from skyhaul.runtime.bus import EventPublisher  # noqa: E402
 from skyhaul.runtime.clock import EmulationClock  # noqa: E402
+from skyhaul.runtime.eventloop import new_event_loop  # noqa: E402
 from skyhaul.runtime.redis_server import free_port, start_redis_server  # noqa: E402
 from skyhaul.runtime.server import start_server  # noqa: E402
 from skyhaul.runtime.settings import Settings  # noqa: E402
-from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay, new_event_loop  # noqa: E402
+from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay  # noqa: E402
 from skyhaul.v1 import events_pb2, mdc_pb2, mdc_pb2_grpc  # noqa: E402
 
 RATE_MBPS = 100.0
@@ -75,9 +76,9 @@ def relay_process(control, target_port: int) -> None:
             LinkProfile.constant(ONE_WAY_S, uplink_bps=RATE_MBPS * 1e6, downlink_bps=RATE_MBPS * 1e6)
         )
         relay = TerminalRelay(link)
-        forward = await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
+        await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
         await relay.start()
-        control.send(forward.port)
+        control.send(relay.forwards[0].listen_port)
         loop = asyncio.get_running_loop()
         while True:
             command = await loop.run_in_executor(None, control.recv)

@@ -10,6 +10,9 @@ precise loop), the far end (sink or echo server), and this process as the client
    Every probe carries its send time; the echo server notes its arrival (CLOCK_MONOTONIC is one
    clock for all processes on Linux), so each probe yields its uplink, downlink and round-trip
    error. Goal: p99 error <= 1 ms. The plain loopback echo RTT (no relay) is shown as the floor.
+   During each phase an idle observer process measures its own timer wake-up lateness: on a
+   shared machine that is the scheduling noise every process in the path (client, relay, echo)
+   suffers too, printed next to the figures so a noisy run can be told from a slow relay.
 
 Run: ``make bench-terminal`` or ``PYTHONPATH=services .venv/bin/python bench/terminal.py``.
 """
@@ -29,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay, new_event_loop  # noqa: E402
+from skyhaul.runtime.eventloop import new_event_loop  # noqa: E402
+from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay  # noqa: E402
 
 TRANSFER_SECONDS = 3.0
 SEND_BLOCK = 1 << 20
@@ -45,9 +49,9 @@ PROBE = struct.Struct("!Id")  # probe id, send time (time.monotonic)
 def relay_process(control, target_port: int, delay_s: float) -> None:
     async def main() -> None:
         relay = TerminalRelay(EmulatedLink(LinkProfile.constant(delay_s)))
-        forward = await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
+        await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
         await relay.start()
-        control.send(forward.port)
+        control.send(relay.forwards[0].listen_port)
         await asyncio.get_running_loop().run_in_executor(None, control.recv)
         await relay.stop(drain_timeout_s=0)
 
@@ -101,6 +105,27 @@ def echo_process(control) -> None:
             control.send(dict(arrivals))
             arrivals.clear()
         server.close()
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())
+
+
+def observer_process(control) -> None:
+    """Between "start" and "report": sleep on 2 ms timers and note how late each wake-up is."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        control.send(0)
+        while (await loop.run_in_executor(None, control.recv)) == "start":
+            done = loop.run_in_executor(None, control.recv)
+            lateness: list[float] = []
+            while not done.done():
+                when = loop.time() + 0.002
+                woke = loop.create_future()
+                loop.call_at(when, woke.set_result, None)
+                await woke
+                lateness.append(loop.time() - when)
+            control.send(np.array(lateness))
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(main())
@@ -209,25 +234,43 @@ def describe(errors_s: np.ndarray) -> str:
     )
 
 
+def observed(observer: Child, measure, *args):
+    """``measure(*args)`` while the observer notes the machine's wake-up lateness."""
+    observer.control.send("start")
+    try:
+        return measure(*args)
+    finally:
+        observer.control.send("report")
+        noise.append(observer.control.recv())
+
+
+noise: list[np.ndarray] = []
+
+
 def bench_delay() -> None:
     echo = Child(echo_process)
+    observer = Child(observer_process)
     try:
         for delay_s in DELAYS_S:
-            floor = measure_probes(echo.port, echo, PROBES, delay_s)
+            floor = observed(observer, measure_probes, echo.port, echo, PROBES, delay_s)
             relay = Child(relay_process, echo.port, delay_s)
             try:
-                through = measure_probes(relay.port, echo, PROBES, delay_s)
+                through = observed(observer, measure_probes, relay.port, echo, PROBES, delay_s)
             finally:
                 relay.stop()
+            floor_noise, relay_noise = noise[-2:]
             rtt_error = through["rtt"] - 2 * delay_s
             p99 = np.percentile(np.abs(rtt_error), 99) * 1e3
             print(f"\n{PROBES} echo probes, {delay_s * 1e3:.0f} ms one-way ({IN_FLIGHT} in flight, paced)")
             print(f"  plain loopback RTT (no relay, floor) {describe(floor['rtt'])}")
+            print(f"  machine noise meanwhile (wake-up)    {describe(floor_noise)}")
             print(f"  RTT error (RTT - 2 x delay)          {describe(rtt_error)}")
             print(f"  uplink one-way error                 {describe(through['uplink'] - delay_s)}")
             print(f"  downlink one-way error               {describe(through['downlink'] - delay_s)}")
+            print(f"  machine noise meanwhile (wake-up)    {describe(relay_noise)}")
             print(f"  p99 |RTT error| {p99:.3f} ms (goal <= 1 ms): {'ok' if p99 <= 1.0 else 'ABOVE GOAL'}")
     finally:
+        observer.stop()
         echo.stop()
 
 

@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skyhaul.core.constellations import build_preset
 from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal
 from skyhaul.core.scheduler import SchedulerConfig
-from skyhaul.core.timeline import LinkModel, summarize
+from skyhaul.core.summary import summarize
+from skyhaul.core.timeline import LinkModel
 from skyhaul.links.service import LinksApp
 from skyhaul.orbit.catalog import Catalog
 from skyhaul.orbit.service import OrbitApp

@@ -23,7 +23,8 @@ from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal
 from skyhaul.core.passes import find_passes
 from skyhaul.core.propagate import Propagator
 from skyhaul.core.scheduler import SchedulerConfig
-from skyhaul.core.timeline import LinkModel, summarize
+from skyhaul.core.summary import summarize
+from skyhaul.core.timeline import LinkModel
 from skyhaul.links.service import LinksApp
 from skyhaul.orbit.catalog import Catalog
 from skyhaul.orbit.service import OrbitApp

@@ -257,13 +257,14 @@ async def test_a_silent_stall_in_the_terminal_times_out_backs_off_and_recovers(
     region_app, region_server = await start_region(scenario, tmp_path / "region")
     link = EmulatedLink(LinkProfile.constant(0.002))
     relay = TerminalRelay(link)
-    forward = await relay.add_forward("127.0.0.1", 0, "127.0.0.1", region_server.port)
+    await relay.add_forward("127.0.0.1", 0, "127.0.0.1", region_server.port)
     await relay.start()
+    (forward,) = relay.forwards  # with the ephemeral port it bound
     config = SyncConfig(
         block_size_bytes=64 * 1024, rpc_timeout_s=0.3, backoff_initial_s=0.1, backoff_max_s=0.5
     )
     mdc_app, mdc_server = await start_mdc(
-        scenario, tmp_path / "mdc", f"127.0.0.1:{forward.port}", redis_url, config
+        scenario, tmp_path / "mdc", f"127.0.0.1:{forward.listen_port}", redis_url, config
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mdc_server.port}") as channel:
@@ -316,12 +317,13 @@ async def test_mdc_killed_mid_upload_resumes_from_its_last_block(tmp_path: Path,
     region_app, region_server = await start_region(scenario, tmp_path / "region")
     link = EmulatedLink(LinkProfile.constant(0.005, uplink_bps=16e6, downlink_bps=16e6))
     relay = TerminalRelay(link)
-    forward = await relay.add_forward("127.0.0.1", 0, "127.0.0.1", region_server.port)
+    await relay.add_forward("127.0.0.1", 0, "127.0.0.1", region_server.port)
     await relay.start()
+    (forward,) = relay.forwards  # with the ephemeral port it bound
     env = {
         "SKYHAUL_SCENARIO": str(scenario),
         "SKYHAUL_DATA_DIR": str(tmp_path / "mdc"),
-        "SKYHAUL_REGION_ADDR": f"127.0.0.1:{forward.port}",
+        "SKYHAUL_REGION_ADDR": f"127.0.0.1:{forward.listen_port}",
         "SKYHAUL_REDIS_URL": redis_url,
     }
     data = payload(size, 42)

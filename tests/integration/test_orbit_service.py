@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from google.protobuf import duration_pb2
 
+from skyhaul.contract.orbit_codec import elements_from_proto, from_bytes
 from skyhaul.core.constellations import build_preset
 from skyhaul.core.frames import ecef_to_geodetic
 from skyhaul.core.propagate import Propagator
 from skyhaul.orbit.catalog import Catalog
-from skyhaul.orbit.codec import elements_from_proto, from_bytes
 from skyhaul.orbit.service import OrbitApp
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.scenario import default_scenario

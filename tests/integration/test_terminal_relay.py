@@ -15,7 +15,8 @@ import time
 import pytest
 
 from skyhaul.runtime.errors import InvalidArgument
-from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay, parse_forwards, run
+from skyhaul.runtime.eventloop import run
+from skyhaul.terminal import EmulatedLink, LinkProfile, TerminalRelay
 
 PROBE = b"p" * 64
 
@@ -38,10 +39,11 @@ async def start_server(handler) -> tuple[asyncio.Server, int]:
 
 async def start_relay(link: EmulatedLink, target_port: int, **options) -> tuple[TerminalRelay, int]:
     relay = TerminalRelay(link, **options)
-    forward = await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
+    await relay.add_forward("127.0.0.1", 0, "127.0.0.1", target_port)
     await relay.start()
-    assert forward.port != 0
-    return relay, forward.port
+    (forward,) = relay.forwards
+    assert forward.listen_port != 0 and forward.target == f"127.0.0.1:{target_port}"
+    return relay, forward.listen_port
 
 
 async def rtt(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
@@ -401,10 +403,5 @@ def test_bad_forwards_are_refused_with_the_field_named():
             await relay.add_forward("127.0.0.1", 0, "127.0.0.1", 0)
         return relay.forwards
 
+    # Parsing LOCALPORT=HOST:PORT lists is settings' job (tests/unit/test_scenario.py).
     assert run(main()) == []
-    assert parse_forwards("7001=region-westus2:50051, 7002=[::1]:80") == [
-        (7001, "region-westus2", 50051),
-        (7002, "::1", 80),
-    ]
-    with pytest.raises(InvalidArgument, match=r"^forwards\[0\]"):
-        parse_forwards("7001:region:50051")

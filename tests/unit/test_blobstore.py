@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.crash import kill_at_every_step, run_child
 
-import skyhaul
 from skyhaul.region.blobstore import BlobStore
 from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-
-SERVICES_DIR = Path(skyhaul.__file__).resolve().parents[1]
 
 
 def tree_snapshot(root: Path) -> dict[str, str]:
@@ -412,44 +406,25 @@ def test_odd_but_valid_names_stay_inside_the_root(store: BlobStore, tmp_path: Pa
 
 # --------------------------------------------------------------------------- kill -9 in the middle of a commit
 
-# The child arms a counter on the os calls a commit makes and SIGKILLs itself just before call
-# number CRASH_AT (0: never; it then reports how many calls a commit makes).
+# The child kills itself just before file-system call number CRASH_AT of a commit (see support.crash).
 CRASHING_COMMIT = r"""
-import os, signal, sys
+import sys
 from skyhaul.region.blobstore import BlobStore
+from support.crash import crash_before_call
 
 root, blob, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 block_ids = sys.argv[4].split(",")
 store = BlobStore(root)
-calls = 0
-
-def arm(name):
-    real = getattr(os, name)
-    def counted(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == crash_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    setattr(os, name, counted)
-
-for name in ("replace", "rename", "fsync", "unlink", "mkdir", "rmdir", "scandir"):
-    arm(name)
+counter = crash_before_call(crash_at)
 store.commit_block_list("data", blob, block_ids, metadata={"version": "new"})
-print(calls)
+print(counter.calls)
 """
 
 
 def run_crashing_commit(
     root: Path, blob: str, crash_at: int, block_ids: list[str]
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", CRASHING_COMMIT, str(root), blob, str(crash_at), ",".join(block_ids)],
-        env={**os.environ, "PYTHONPATH": str(SERVICES_DIR)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_child(CRASHING_COMMIT, str(root), blob, str(crash_at), ",".join(block_ids))
 
 
 @pytest.mark.parametrize("has_old_version", [False, True], ids=["first-commit", "replacing-commit"])
@@ -467,19 +442,13 @@ def test_kill_9_at_every_step_of_a_commit_never_shows_a_half_blob(
             store.commit_block_list("data", "target", ["b2xkMA=="], metadata={"version": "old"})
         stage_all(store, "target", new_blocks)
 
-    dry = tmp_path / "dry"
-    shutil.copytree(template, dry)
-    result = run_crashing_commit(dry, "target", 0, list(new_blocks))
-    assert result.returncode == 0, result.stderr
-    steps = int(result.stdout)
-    assert steps >= 5  # the commit really went through the counted calls
-
     outcomes = set()
-    for crash_at in range(1, steps + 1):
-        root = tmp_path / f"crash-{crash_at}"
-        shutil.copytree(template, root)
-        result = run_crashing_commit(root, "target", crash_at, list(new_blocks))
-        assert result.returncode == -signal.SIGKILL, (crash_at, result.stderr)
+    for crash_at, root in kill_at_every_step(
+        template,
+        tmp_path,
+        lambda root, crash_at: run_crashing_commit(root, "target", crash_at, list(new_blocks)),
+        min_steps=5,  # the commit really went through the counted calls
+    ):
         with BlobStore(root) as store:  # the region restarts
             listed = store.list_blobs("data")
             if listed:

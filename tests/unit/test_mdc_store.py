@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import shutil
+import json
 import signal
 import sqlite3
 import subprocess
@@ -15,14 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.crash import child_env, kill_at_every_step, run_child
 
-import skyhaul
 from skyhaul.mdc.objectstore import ObjectStore
 from skyhaul.mdc.outbox import Outbox, block_id_for
 from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-
-SERVICES_DIR = Path(skyhaul.__file__).resolve().parents[1]
-CHILD_ENV = {**os.environ, "PYTHONPATH": str(SERVICES_DIR)}
 
 
 class StepClock:
@@ -114,7 +110,7 @@ def test_checksum_mismatch_stores_nothing(store: ObjectStore) -> None:
     with pytest.raises(NotFound):
         store.get("new")
     assert files_snapshot(store.root_dir) == before
-    assert [e.key for e in store.outbox.list()] == ["existing"]
+    assert [e.key for e in store.outbox.list_entries()] == ["existing"]
     with pytest.raises(FailedPrecondition, match="aborted"):
         handle.write(b"more")
 
@@ -163,7 +159,7 @@ def test_bad_keys_are_refused_before_any_byte(store: ObjectStore, key: str, mess
     with pytest.raises(InvalidArgument, match=message):
         store.begin_put(key)
     assert files_snapshot(store.root_dir) == before
-    assert [e.key for e in store.outbox.list()] == ["good"]
+    assert [e.key for e in store.outbox.list_entries()] == ["good"]
 
 
 def test_bad_priority_and_metadata_are_refused(store: ObjectStore) -> None:
@@ -258,10 +254,13 @@ def test_states_backlog_totals_and_listing(store: ObjectStore, clock: StepClock)
     assert (totals.objects, totals.pending, totals.uploading, totals.synced, totals.failed) == (5, 2, 1, 1, 1)
     assert totals.bytes == sum(sizes.values()) and totals.synced_bytes == 100
 
-    assert [e.key for e in outbox.list(state="pending")] == ["obj/3", "obj/4"]
-    assert [e.key for e in outbox.list(prefix="obj/", limit=2, start_after="obj/1")] == ["obj/2", "obj/3"]
-    assert [e.key for e in outbox.list(prefix="obj/4")] == ["obj/4"]
-    assert outbox.list(prefix="nothing") == []
+    assert [e.key for e in outbox.list_entries(state="pending")] == ["obj/3", "obj/4"]
+    assert [e.key for e in outbox.list_entries(prefix="obj/", limit=2, start_after="obj/1")] == [
+        "obj/2",
+        "obj/3",
+    ]
+    assert [e.key for e in outbox.list_entries(prefix="obj/4")] == ["obj/4"]
+    assert outbox.list_entries(prefix="nothing") == []
 
     with pytest.raises(FailedPrecondition, match="requeue"):
         outbox.start_upload("obj/1", 64)
@@ -273,7 +272,7 @@ def test_states_backlog_totals_and_listing(store: ObjectStore, clock: StepClock)
     with pytest.raises(InvalidArgument, match="reason"):
         outbox.mark_failed("obj/3", " ")
     with pytest.raises(InvalidArgument, match="state"):
-        outbox.list(state="lost")
+        outbox.list_entries(state="lost")
     with pytest.raises(NotFound, match="ghost"):
         outbox.progress("ghost")
 
@@ -330,11 +329,166 @@ def test_upload_progress_tracks_blocks_and_survives_reopen(tmp_path: Path) -> No
         assert outbox.start_upload("big", 8192).block_size == 8192
 
 
+# --------------------------------------------------------------------------- content type
+
+
+def test_content_type_is_kept_apart_from_the_metadata(store: ObjectStore, tmp_path: Path) -> None:
+    put(store, "typed", b"{}", metadata={"sensor": "gps"}, content_type="application/json")
+    put(store, "untyped", b"raw")
+    entry = store.get("typed")
+    assert entry.content_type == "application/json" and entry.metadata == {"sensor": "gps"}
+    assert store.get("untyped").content_type == ""
+    before = files_snapshot(store.root_dir)
+    for bad in ("text/plain\n", "x" * 257, 7):
+        with pytest.raises(InvalidArgument, match="content type"):
+            store.begin_put("refused", "bulk", content_type=bad)
+    assert files_snapshot(store.root_dir) == before
+    assert [e.key for e in store.outbox.list_entries()] == ["typed", "untyped"]
+
+
+# What schema version 1 of the outbox (before the content_type column) created, verbatim: an
+# outbox written by an earlier build must open with nothing lost.
+SCHEMA_1 = """
+CREATE TABLE objects (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    key             TEXT NOT NULL UNIQUE,
+    file_id         TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    priority        TEXT NOT NULL,
+    priority_rank   INTEGER NOT NULL,
+    created_unix    REAL NOT NULL,
+    metadata        TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'uploading', 'synced', 'failed')),
+    block_size      INTEGER,
+    bytes_confirmed INTEGER NOT NULL DEFAULT 0,
+    bytes_sent      INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    synced_unix     REAL,
+    etag            TEXT,
+    failure_reason  TEXT
+);
+CREATE INDEX objects_queue ON objects (state, priority_rank, created_unix, seq);
+CREATE TABLE staged_blocks (
+    key         TEXT NOT NULL REFERENCES objects (key) ON DELETE CASCADE,
+    block_index INTEGER NOT NULL,
+    block_id    TEXT NOT NULL,
+    offset_end  INTEGER NOT NULL,
+    PRIMARY KEY (key, block_index)
+) WITHOUT ROWID;
+PRAGMA user_version=1;
+"""
+
+
+def write_schema_1_store(root: Path) -> dict[str, bytes]:
+    """An object store as version 1 left it: data files, and an outbox with the content type in the
+    metadata, one object half uploaded (uploading, two blocks staged), one synced."""
+    objects = {"typed": b"t" * 2500, "plain": b"p" * 10, "done": b"d" * 4}
+    (root / "tmp").mkdir(parents=True)
+    db = sqlite3.connect(root / "outbox.sqlite3")
+    db.executescript(SCHEMA_1)
+    rows = [
+        (
+            "typed",
+            "uploading",
+            {"sensor": "lidar", "skyhaul_content_type": "application/x-lidar"},
+            1000,
+            2000,
+        ),
+        ("plain", "pending", {"n": "1"}, None, 0),
+        ("done", "synced", {"skyhaul_content_type": "text/plain"}, 4, 4),
+    ]
+    for rank, (key, state, metadata, block_size, confirmed) in enumerate(rows):
+        file_id = f"{rank:02d}" + "f" * 30
+        data_file = root / "objects" / file_id[:2] / file_id
+        data_file.parent.mkdir(parents=True)
+        data_file.write_bytes(objects[key])
+        db.execute(
+            "INSERT INTO objects (key, file_id, size, sha256, priority, priority_rank, created_unix, metadata,"
+            " state, block_size, bytes_confirmed, bytes_sent, attempts, etag) VALUES"
+            " (?, ?, ?, ?, 'bulk', 2, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                file_id,
+                len(objects[key]),
+                hashlib.sha256(objects[key]).hexdigest(),
+                1_600_000_000.0 + rank,
+                json.dumps(metadata, sort_keys=True),
+                state,
+                block_size,
+                confirmed,
+                confirmed,
+                1 if block_size else 0,
+                '"0xD"' if state == "synced" else None,
+            ),
+        )
+    sha = hashlib.sha256(objects["typed"]).hexdigest()
+    for index in range(2):
+        db.execute(
+            "INSERT INTO staged_blocks VALUES (?, ?, ?, ?)",
+            ("typed", index, block_id_for(sha, index), (index + 1) * 1000),
+        )
+    db.commit()
+    db.close()
+    return objects
+
+
+def test_an_outbox_of_schema_1_moves_content_types_into_their_column(tmp_path: Path) -> None:
+    root = tmp_path / "mdc"
+    objects = write_schema_1_store(root)
+    with ObjectStore(root) as store:
+        typed = store.get("typed")
+        assert typed.content_type == "application/x-lidar" and typed.metadata == {"sensor": "lidar"}
+        assert store.get("plain").content_type == "" and store.get("plain").metadata == {"n": "1"}
+        done = store.get("done")
+        assert (done.state, done.etag, done.content_type, done.metadata) == (
+            "synced",
+            '"0xD"',
+            "text/plain",
+            {},
+        )
+        # Upload progress survives: the half-uploaded object resumes from its third block.
+        progress = store.outbox.progress("typed")
+        assert progress.state == "pending" and progress.bytes_confirmed == 2000
+        assert progress.staged_block_ids == tuple(block_id_for(typed.sha256_hex, i) for i in range(2))
+        for key, data in objects.items():
+            assert store.read_range(key, 0, len(data) + 1) == data
+        put(store, "new", b"after the migration", content_type="text/plain")
+    with sqlite3.connect(root / "outbox.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute(
+            "SELECT COUNT(*) FROM objects WHERE metadata LIKE '%skyhaul_content_type%'"
+        ).fetchone() == (0,)
+    with ObjectStore(root) as store:  # opening a migrated outbox again changes nothing
+        assert store.get("typed").content_type == "application/x-lidar"
+        assert store.get("new").content_type == "text/plain"
+        assert store.outbox.totals().objects == 4
+
+
+def test_an_outbox_of_an_unknown_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE objects (key TEXT)")
+        db.execute("INSERT INTO objects VALUES ('kept')")
+        db.execute("PRAGMA user_version=9")
+    with pytest.raises(FailedPrecondition, match="schema version 9"):
+        Outbox(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 9
+        assert db.execute("SELECT sql FROM sqlite_master").fetchall() == [
+            ("CREATE TABLE objects (key TEXT)",)
+        ]
+        assert db.execute("SELECT key FROM objects").fetchall() == [("kept",)]
+
+
 # --------------------------------------------------------------------------- kill -9
 
+# The child kills itself mid-write, or just before file-system call number CRASH_AT of finishing
+# the put (see support.crash).
 CRASHING_PUT = r"""
 import os, signal, sys
 from skyhaul.mdc.objectstore import ObjectStore
+from support.crash import crash_before_call
 
 root, key, crash_at, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store = ObjectStore(root)
@@ -343,34 +497,15 @@ for i in range(20):
     handle.write(bytes([i]) * 50_000)
 if mode == "mid-write":
     os.kill(os.getpid(), signal.SIGKILL)
-calls = 0
-
-def arm(name):
-    real = getattr(os, name)
-    def counted(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == crash_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    setattr(os, name, counted)
-
-for name in ("replace", "rename", "fsync", "unlink", "mkdir", "scandir"):
-    arm(name)
+counter = crash_before_call(crash_at)
 handle.finish()
-print(calls)
+print(counter.calls)
 """
 CRASHED_PUT_DATA = b"".join(bytes([i]) * 50_000 for i in range(20))
 
 
 def run_crashing_put(root: Path, crash_at: int, mode: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", CRASHING_PUT, str(root), "victim", str(crash_at), mode],
-        env=CHILD_ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_child(CRASHING_PUT, str(root), "victim", str(crash_at), mode)
 
 
 def test_kill_9_while_streaming_a_put_leaves_no_record_and_no_garbage(tmp_path: Path) -> None:
@@ -391,20 +526,12 @@ def test_kill_9_while_streaming_a_put_leaves_no_record_and_no_garbage(tmp_path: 
 def test_kill_9_at_every_step_of_finishing_a_put_is_all_or_nothing(tmp_path: Path) -> None:
     template = tmp_path / "template"
     ObjectStore(template).close()
-    dry = tmp_path / "dry"
-    shutil.copytree(template, dry)
-    result = run_crashing_put(dry, 0, "finish")
-    assert result.returncode == 0, result.stderr
-    steps = int(result.stdout)
-    assert steps >= 3
     outcomes = set()
-    for crash_at in range(1, steps + 1):
-        root = tmp_path / f"crash-{crash_at}"
-        shutil.copytree(template, root)
-        result = run_crashing_put(root, crash_at, "finish")
-        assert result.returncode == -signal.SIGKILL, (crash_at, result.stderr)
+    for _, root in kill_at_every_step(
+        template, tmp_path, lambda root, crash_at: run_crashing_put(root, crash_at, "finish"), min_steps=3
+    ):
         with ObjectStore(root) as store:
-            entries = store.outbox.list()
+            entries = store.outbox.list_entries()
             if entries:
                 outcomes.add("stored")
                 (entry,) = entries
@@ -438,7 +565,7 @@ while True:
 def test_kill_9_during_a_stream_of_puts_loses_nothing_acknowledged(tmp_path: Path) -> None:
     root = tmp_path / "mdc"
     child = subprocess.Popen(
-        [sys.executable, "-c", PUT_FOREVER, str(root)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", PUT_FOREVER, str(root)], env=child_env(), stdout=subprocess.PIPE, text=True
     )
     acknowledged = []
     try:
@@ -453,7 +580,7 @@ def test_kill_9_during_a_stream_of_puts_loses_nothing_acknowledged(tmp_path: Pat
         child.stdout.close()
     assert child.returncode == -signal.SIGKILL
     with ObjectStore(root) as store:
-        recorded = {e.key: e for e in store.outbox.list(limit=10_000)}
+        recorded = {e.key: e for e in store.outbox.list_entries(limit=10_000)}
         assert set(acknowledged) <= set(recorded)
         # Puts are sequential: the recorded ones are a gap-free prefix (the child may have got further).
         assert sorted(recorded) == [f"obj/{i:05d}" for i in range(len(recorded))]
@@ -486,7 +613,10 @@ def test_kill_9_during_upload_keeps_every_confirmed_block(tmp_path: Path) -> Non
     with ObjectStore(root) as store:
         put(store, "big", payload(400_500, 5))
     child = subprocess.Popen(
-        [sys.executable, "-c", PROGRESS_FOREVER, str(root)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", PROGRESS_FOREVER, str(root)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     confirmed = -1
     try:

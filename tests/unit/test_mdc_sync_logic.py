@@ -6,6 +6,8 @@ import asyncio
 
 from skyhaul.mdc.link import LinkWatcher
 from skyhaul.mdc.sync import Backoff, Pacer, PrioritySlots
+from skyhaul.runtime.clock import EmulationClock
+from skyhaul.runtime.link_follower import LinkFollower
 from skyhaul.v1 import events_pb2, route_pb2
 
 DC = "mdc-a"
@@ -31,13 +33,15 @@ def status_event(sequence: int, up: bool, data_center: str = DC) -> events_pb2.L
 
 
 def watcher() -> LinkWatcher:
-    return LinkWatcher(DC, "westus2", now=lambda: 42.0)
+    # Emulated "now" is 42 and wall time stands still: no route ever expires here.
+    clock = EmulationClock(epoch_unix=42.0, speed=1.0, start_wall=0.0, wall=lambda: 0.0)
+    return LinkWatcher(LinkFollower(DC, "westus2", clock))
 
 
 def test_without_events_the_link_is_assumed_up_and_unknown() -> None:
     link = watcher()
-    assert link.up and not link.state.known and link.state.satellite_index == -1
-    assert link.state.since_unix is None
+    assert link.up and not link.view.known and link.view.satellite_index == -1
+    assert link.view.since_unix is None
 
 
 def test_routes_set_delay_capacity_and_satellite_and_other_data_centers_are_ignored() -> None:
@@ -56,34 +60,34 @@ def test_routes_set_delay_capacity_and_satellite_and_other_data_centers_are_igno
             ),
         )
     )
-    state = link.state
-    assert state.up and state.known and state.satellite_index == 17 and state.rtt_ms == 43.0
-    assert (state.capacity_up_mbps, state.capacity_down_mbps) == (40, 200)
-    assert state.since_unix == 1_000 and state.last_event_sequence == 1
+    view = link.view
+    assert view.up and view.known and view.satellite_index == 17 and view.rtt_ms == 43.0
+    assert (view.capacity_up_mbps, view.capacity_down_mbps) == (40, 200)
+    assert view.since_unix == 1_000 and view.last_event_sequence == 1
     assert changes == []  # it was (assumed) up before: no up/down change
 
     link.apply(status_event(2, False, data_center="mdc-other"))
     link.apply(route_event(3, route(False, region="eastus")))  # a route to another region
-    assert link.up and link.state.last_event_sequence == 1
+    assert link.up and link.view.last_event_sequence == 1
 
     link.apply(route_event(4, route(False), emulated=1_015))
-    assert not link.up and link.state.satellite_index == -1 and link.state.reason == "no route to the region"
-    assert link.state.since_unix == 1_015 and [c.up for c in changes] == [False]
+    assert not link.up and link.view.satellite_index == -1 and link.view.reason == "no route to the region"
+    assert link.view.since_unix == 1_015 and [c.up for c in changes] == [False]
 
     link.apply(status_event(5, True))
-    assert link.up and link.state.since_unix == 42.0  # no emulated time on the event: now
+    assert link.up and link.view.since_unix == 42.0  # no emulated time on the event: now
     assert [c.up for c in changes] == [False, True]
 
 
 def test_a_snapshot_resynchronises_the_state() -> None:
     link = watcher()
     link.apply(status_event(1, False))
-    assert not link.up and link.state.reason == "no satellite above 25.0 deg"
+    assert not link.up and link.view.reason == "no satellite above 25.0 deg"
     snapshot = events_pb2.LinkEvent(sequence=9)
     snapshot.snapshot.routes.append(route(True, data_center="mdc-other"))
     snapshot.snapshot.routes.append(route(True, one_way_delay_ms=30, first_satellite_index=3))
     link.apply(snapshot)
-    assert link.up and link.state.satellite_index == 3 and link.state.last_event_sequence == 9
+    assert link.up and link.view.satellite_index == 3 and link.view.last_event_sequence == 9
 
 
 async def test_waiters_follow_the_state() -> None:

@@ -5,6 +5,9 @@ import copy
 import pytest
 import yaml
 
+from skyhaul.core.constellations import ShellSpec, build_shells
+from skyhaul.core.ground import Gateway, Terminal
+from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.runtime.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, parse_scenario
 from skyhaul.runtime.settings import Settings, SettingsError, parse_forwards
 
@@ -39,6 +42,8 @@ def test_default_scenario_parses_with_region_preset_and_default_gateway():
         (lambda d: d["constellation"].update(shells=[{"planes": 2}]), "constellation"),
         (lambda d: d["data_centers"].append(copy.deepcopy(d["data_centers"][0])), "data_centers[1].id"),
         (lambda d: d["data_centers"][0].update(id="Bad_ID"), "data_centers[0].id"),
+        # Ranges only core's SchedulerConfig checks are named too (the field, not a traceback).
+        (lambda d: d["scheduler"].update(sample_step_s=20), "scheduler.sample_step_s"),
     ],
 )
 def test_a_bad_field_is_named(mutate, field):
@@ -47,6 +52,54 @@ def test_a_bad_field_is_named(mutate, field):
     with pytest.raises(ScenarioError) as err:
         parse_scenario(data)
     assert str(err.value).startswith(field), str(err.value)
+
+
+def test_shells_and_scheduler_parse_into_the_core_dataclasses_with_their_defaults():
+    data = scenario(
+        constellation={
+            "shells": [
+                {"name": "a", "planes": 4, "sats_per_plane": 5, "altitude_km": 550, "inclination_deg": 53},
+                {
+                    "name": "b",
+                    "planes": 3,
+                    "sats_per_plane": 2,
+                    "altitude_km": 600,
+                    "inclination_deg": 70,
+                    "phasing": 2,
+                },
+            ]
+        }
+    )
+    data["scheduler"] = {"isl": "+grid", "handover_stall_ms": 30}
+    s = parse_scenario(data)
+    first, second = s.constellation.shells
+    # Walker F = 1 unless given: what the running system has always built from a scenario's shells.
+    assert first == ShellSpec("a", 4, 5, 550.0, 53.0, phasing=1)
+    assert second.phasing == 2 and second.raan_spread_deg == 360.0
+    assert build_shells(s.constellation.shells, s.epoch_unix).size == 26
+    assert s.scheduler == SchedulerConfig(isl="+grid", handover_stall_ms=30.0)
+    dc = s.data_centers[0]
+    assert (dc.terminal.min_elevation_deg, dc.terminal.uplink_mbps, dc.terminal.downlink_mbps) == (
+        Terminal.min_elevation_deg,
+        Terminal.uplink_mbps,
+        Terminal.downlink_mbps,
+    )
+    gateway = s.regions[0].gateways[0]
+    assert (gateway.min_elevation_deg, gateway.capacity_mbps, gateway.fibre_route_factor) == (
+        Gateway.min_elevation_deg,
+        Gateway.capacity_mbps,
+        Gateway.fibre_route_factor,
+    )
+
+
+def test_a_one_plane_shell_must_give_its_phasing():
+    # F must be below the number of planes, and the default F = 1 is not (as before the move).
+    shell = {"name": "meo", "planes": 1, "sats_per_plane": 20, "altitude_km": 8062, "inclination_deg": 0}
+    s = parse_scenario(scenario(constellation={"shells": [shell]}))
+    with pytest.raises(ValueError, match="phasing"):
+        build_shells(s.constellation.shells, s.epoch_unix)
+    s = parse_scenario(scenario(constellation={"shells": [{**shell, "phasing": 0}]}))
+    assert build_shells(s.constellation.shells, s.epoch_unix).size == 20
 
 
 def test_load_names_the_file_and_field(tmp_path):

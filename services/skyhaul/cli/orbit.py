@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 async def cmd_sats(args: argparse.Namespace) -> int:
     import grpc
 
-    from skyhaul.orbit.codec import from_bytes
+    from skyhaul.contract.orbit_codec import from_bytes
     from skyhaul.v1 import orbit_pb2, orbit_pb2_grpc
 
     address = resolve_address("orbit", args.orbit)

@@ -17,14 +17,21 @@ from .elements import ElementSet, walker_shell
 
 @dataclass(frozen=True)
 class ShellSpec:
-    """One Walker-delta shell: T = planes * sats_per_plane satellites, phasing F in [0, planes)."""
+    """One Walker-delta shell: T = planes * sats_per_plane satellites, phasing F in [0, planes).
+
+    The scenario's ``constellation.shells`` parse straight into this class. ``phasing`` defaults to
+    F = 1: the default the running system has always applied to a scenario's own shells (the
+    scenario loader's copy of this class said 1; this one said 0 but was only ever reached with an
+    explicit F). F = 0 puts two satellites at the same point where planes cross, and the presets
+    give their searched F explicitly. A one-plane shell must give ``phasing: 0``.
+    """
 
     name: str
     planes: int
     sats_per_plane: int
     altitude_km: float
     inclination_deg: float
-    phasing: int = 0
+    phasing: int = 1
     raan_spread_deg: float = 360.0
 
     def build(self, epoch_unix: float) -> ElementSet:

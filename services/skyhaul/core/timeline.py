@@ -25,12 +25,13 @@ summary does).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from skyhaul.core.constants import C_KM_S
+from skyhaul.core.geometry import GroundPoints
 from skyhaul.core.ground import GroundSegment
 from skyhaul.core.isl import IslLinks, IslTopology
 from skyhaul.core.routing import (
@@ -269,26 +270,76 @@ class LinkModel:
             r = r[cols]
         return elevation_deg(g, up, r)
 
+    def look_angles(self, t: float, rows: Sequence[int], sats: Sequence[int]) -> np.ndarray:
+        """(elevation deg, azimuth deg, range km) of satellite ``sats[k]`` seen from ground node
+        ``rows[k]`` at t, shape (3, P); NaN where ``sats[k] < 0`` (no satellite)."""
+        out = np.full((3, len(rows)), np.nan)
+        pick = [k for k, sat in enumerate(sats) if sat >= 0]
+        if not pick:
+            return out
+        r = self.state_vectors(t)[0]
+        lat, lon, alt = self.ground.geodetic(t)
+        pick_rows = np.array([rows[k] for k in pick])
+        pick_sats = np.array([sats[k] for k in pick])
+        el, az, rng = GroundPoints(lat[pick_rows], lon[pick_rows], alt[pick_rows]).look_angles(r[pick_sats])
+        diag = np.arange(len(pick))
+        out[:, pick] = np.stack([el[diag, diag], az[diag, diag], rng[diag, diag]])
+        return out
+
+    def serving_satellites(self, t: float, decision: Decision) -> tuple[list[int], list[int]]:
+        """Which satellite each ground node uses at t under ``decision``: (ground rows, satellites).
+
+        A terminal (one entry each, in order): its held satellite while that is above its mask,
+        else -1 (an outage). Then each gateway: one entry per satellite that carries a route down
+        to it and is above its mask; a gateway that carries no route shows its highest satellite
+        above the mask (-1 when there is none), so a view of the ground is never empty.
+        """
+        n_t = self.ground.n_terminals
+        vis = self.visible(t)
+        rows: list[int] = []
+        sats: list[int] = []
+        for k in range(n_t):
+            held = int(decision.terminal_sat[k])
+            rows.append(k)
+            sats.append(held if held >= 0 and vis[k, held] else -1)
+        paths = decision.routes.paths
+        gateway_of = decision.routes.gateway
+        # Paths are right-aligned ... sat, gateway, region: the satellite before the gateway.
+        last_sat = paths[..., -3] if paths.shape[-1] >= 3 else np.full(gateway_of.shape, -1)
+        for g in range(self.ground.n_gateways):
+            row = n_t + g
+            used = sorted({int(s) for s in last_sat[gateway_of == g] if s >= 0 and vis[row, s]})
+            if not used:
+                visible = np.flatnonzero(vis[row])
+                if visible.size:
+                    el = self.elevations(t, np.array([row]), visible)[0]
+                    used = [int(visible[int(np.argmax(el))])]
+                else:
+                    used = [-1]
+            rows.extend([row] * len(used))
+            sats.extend(used)
+        return rows, sats
+
     # ---- decisions -----------------------------------------------------------------------------
 
-    def _remaining(self, td: float, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """Remaining time above the mask for the allowed (row, sat) pairs, looked ahead from td."""
+    def _remaining(self, decided_at: float, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Remaining time above the mask for the allowed (row, sat) pairs, looked ahead from decided_at."""
         cfg = self.config
         cols = np.flatnonzero(allowed.any(axis=0))
         out = np.zeros(allowed.shape)
         if cols.size == 0:
             return out
         k = int(np.ceil(cfg.lookahead_horizon_s / cfg.lookahead_step_s))
-        times = td + cfg.lookahead_step_s * np.arange(k + 1)
+        times = decided_at + cfg.lookahead_step_s * np.arange(k + 1)
         elev = np.stack([self.elevations(t, rows, cols) for t in times])
         out[:, cols] = remaining_visibility_s(elev, self.ground.min_elevation_deg[rows], cfg.lookahead_step_s)
         return out
 
-    def _assign(self, policy: str, td: float, rows: np.ndarray, allowed: np.ndarray, demand):
+    def _assign(self, policy: str, decided_at: float, rows: np.ndarray, allowed: np.ndarray, demand):
         if policy == "shortest-path":
             return allowed, None
-        elev = self.elevations(td, rows)
-        remaining = self._remaining(td, rows, allowed) if policy == "longest-visibility" else None
+        elev = self.elevations(decided_at, rows)
+        remaining = self._remaining(decided_at, rows, allowed) if policy == "longest-visibility" else None
         sel = assign(
             policy,
             elev,
@@ -302,22 +353,22 @@ class LinkModel:
         one[np.flatnonzero(ok), sel[ok]] = True
         return one, sel
 
-    def decide(self, td: float) -> Decision:
-        """The decision taken at td: a slot start in slotted mode (the slot is [td, td + interval)),
-        any time in continuous mode. Cached: asking again is free."""
-        key = float(td)
+    def decide(self, decided_at: float) -> Decision:
+        """The decision taken at ``decided_at``: a slot start in slotted mode (the slot is
+        [decided_at, decided_at + interval)), any time in continuous mode. Cached: asking again is free."""
+        key = float(decided_at)
         hit = self._decisions.get(key)
         if hit is not None:
             self._decisions.move_to_end(key)
             return hit
-        cfg, gs, lay = self.config, self.ground, self.layout
-        n_t = gs.n_terminals
+        cfg, ground, lay = self.config, self.ground, self.layout
+        n_t = ground.n_terminals
         r0, _ = self.state_vectors(key)
         g0, _ = self.ground_at(key)
         vis0 = self.visible(key)
         end = key + cfg.slot_interval_s if cfg.slotted else None
         vis1 = self.visible(end) if end is not None else None
-        all_rows = np.arange(gs.n_ground)
+        all_rows = np.arange(ground.n_ground)
 
         gw_rows = all_rows[n_t:]
         gw_cand = candidates(vis0[n_t:], None if vis1 is None else vis1[n_t:])
@@ -339,7 +390,7 @@ class LinkModel:
         reach = allowed_down.any(axis=0) if cfg.isl == "none" else np.ones(self.n_sats, dtype=bool)
         term_cand = candidates(vis0[:n_t] & reach, None if vis1 is None else vis1[:n_t] & reach)
         allowed_up, term_sel = self._assign(
-            cfg.policy, key, all_rows[:n_t], term_cand, gs.terminal_downlink_mbps
+            cfg.policy, key, all_rows[:n_t], term_cand, ground.terminal_downlink_mbps
         )
         routes = solve_step(
             key,
@@ -349,11 +400,11 @@ class LinkModel:
             allowed_up,
             allowed_down,
             isl,
-            gs.fibre_delay_s,
-            gs.gateway_region,
-            gs.terminal_uplink_mbps,
-            gs.terminal_downlink_mbps,
-            gs.gateway_capacity_mbps,
+            ground.fibre_delay_s,
+            ground.gateway_region,
+            ground.terminal_uplink_mbps,
+            ground.terminal_downlink_mbps,
+            ground.gateway_capacity_mbps,
             cfg.beam_capacity_mbps,
         )
         if term_sel is None:
@@ -379,9 +430,9 @@ class LinkModel:
     def decision_time(self, t: float) -> float:
         return float(self.config.decision_time(t))
 
-    def previous_decision_time(self, td: float) -> float:
+    def previous_decision_time(self, decided_at: float) -> float:
         cfg = self.config
-        return td - (cfg.slot_interval_s if cfg.slotted else cfg.sample_step_s)
+        return decided_at - (cfg.slot_interval_s if cfg.slotted else cfg.sample_step_s)
 
     # ---- evaluation ----------------------------------------------------------------------------
 
@@ -423,9 +474,9 @@ class LinkModel:
     def state_at(self, t_unix: float) -> LinkState:
         """Assignments, held routes evaluated at t, visibility and ISL count."""
         t = float(t_unix)
-        td = self.decision_time(t)
-        dec = self.decide(td)
-        prev = self.decide(self.previous_decision_time(td))
+        decided_at = self.decision_time(t)
+        dec = self.decide(decided_at)
+        prev = self.decide(self.previous_decision_time(decided_at))
         handover = (
             (dec.terminal_sat >= 0) & (prev.terminal_sat >= 0) & (dec.terminal_sat != prev.terminal_sat)
         )
@@ -436,7 +487,7 @@ class LinkModel:
         up = np.where(np.isfinite(delay), dec.routes.capacity_up_mbps, 0.0)
         down = np.where(np.isfinite(delay), dec.routes.capacity_down_mbps, 0.0)
         vis = self.visible(t).sum(axis=1)
-        return LinkState(t, td, dec.terminal_sat, handover, delay, up, down, vis, dec.isl_count, dec)
+        return LinkState(t, decided_at, dec.terminal_sat, handover, delay, up, down, vis, dec.isl_count, dec)
 
     def _indices(self, terminal_id: str, region_id: str) -> tuple[int, int]:
         return self.ground.terminal(terminal_id), self.ground.region(region_id)
@@ -456,9 +507,9 @@ class LinkModel:
         """The held route of one terminal to one region at t, hop by hop."""
         ti, ri = self._indices(terminal_id, region_id)
         t = float(t_unix)
-        td = self.decision_time(t)
-        dec = self.decide(td)
-        prev = self.decide(self.previous_decision_time(td))
+        decided_at = self.decision_time(t)
+        dec = self.decide(decided_at)
+        prev = self.decide(self.previous_decision_time(decided_at))
         ev = self._evaluate(dec, np.array([ti]), np.array([ri]), np.array([t]), exact=True)
         delay = float(ev.delay_s[0, 0])
         available = bool(np.isfinite(delay))
@@ -494,7 +545,7 @@ class LinkModel:
             gateway_id=self.ground.gateways[gw_idx].id if gw_idx >= 0 else None,
             capacity_up_mbps=float(dec.routes.capacity_up_mbps[ti, ri]) if available else 0.0,
             capacity_down_mbps=float(dec.routes.capacity_down_mbps[ti, ri]) if available else 0.0,
-            decided_at=td,
+            decided_at=decided_at,
             handover=bool(first >= 0 and prev_first >= 0 and first != prev_first),
         )
 
@@ -566,9 +617,9 @@ class LinkModel:
         n_p = pair_t.size
         prev_first: np.ndarray | None = None
         if cfg.slotted:
-            first_td = self.decision_time(t0)
-            if first_td >= t0:  # the first slot starts inside the window: compare with the one before
-                prev_first = self.decide(self.previous_decision_time(first_td)).routes.first_sat[
+            first_decision = self.decision_time(t0)
+            if first_decision >= t0:  # the first slot starts inside the window: compare with the one before
+                prev_first = self.decide(self.previous_decision_time(first_decision)).routes.first_sat[
                     pair_t, pair_r
                 ]
         for c0 in range(0, n_samples, chunk_samples):
@@ -586,8 +637,7 @@ class LinkModel:
             else:
                 groups = [np.array([i]) for i in range(k)]
             for grp in groups:
-                td = self.decision_time(times[grp[0]])
-                dec = self.decide(td)
+                dec = self.decide(self.decision_time(times[grp[0]]))
                 if cfg.slotted:
                     ev: PathEvaluation = self._evaluate(dec, pair_t, pair_r, times[grp], exact=False)
                     delay = ev.delay_s
@@ -612,125 +662,3 @@ def _element_epoch(elements) -> float | None:
             arr = np.asarray(value, dtype=float)
             return float(np.nanmedian(arr)) if arr.ndim else float(arr)
     return None
-
-
-# ---- summary ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class TimelineSummary:
-    t_start_unix: float
-    t_end_unix: float
-    samples: int
-    available_samples: int
-    availability: float
-    rtt_ms_min: float
-    rtt_ms_p50: float
-    rtt_ms_p95: float
-    rtt_ms_max: float
-    handovers: int
-    stall_s: float
-    outages: list[tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def longest_outage_s(self) -> float:
-        return max((b - a for a, b in self.outages), default=0.0)
-
-    @property
-    def outage_s(self) -> float:
-        return sum(b - a for a, b in self.outages)
-
-
-class TimelineAccumulator:
-    """Folds 1-D timeline chunks into a summary in constant memory.
-
-    Percentiles come from a fixed histogram (``bin_ms`` wide, up to ``max_ms``; beyond lands in the
-    last bin), so p50/p95 are exact to half a bin.
-    """
-
-    def __init__(
-        self, step_s: float, handover_stall_ms: float = 0.0, bin_ms: float = 0.01, max_ms: float = 2000.0
-    ):
-        self.step_s = float(step_s)
-        self.stall_s = handover_stall_ms / 1e3
-        self.bin_ms = bin_ms
-        self._hist = np.zeros(int(np.ceil(max_ms / bin_ms)) + 1, dtype=np.int64)
-        self.samples = 0
-        self.available = 0
-        self.rtt_min = np.inf
-        self.rtt_max = -np.inf
-        self.handovers = 0
-        self.outages: list[tuple[float, float]] = []
-        self._open_outage: float | None = None
-        self.t_start: float | None = None
-        self.t_end: float | None = None
-
-    def add(self, chunk: TimelineChunk) -> TimelineChunk:
-        t, rtt = chunk.t_unix, chunk.rtt_ms
-        if rtt.ndim != 1:
-            raise ValueError("TimelineAccumulator takes single-route chunks (use chunk.route(p))")
-        if t.size == 0:
-            return chunk
-        if self.t_start is None:
-            self.t_start = float(t[0])
-        self.t_end = float(t[-1]) + self.step_s
-        ok = np.isfinite(rtt)
-        self.samples += t.size
-        self.available += int(ok.sum())
-        if ok.any():
-            v = rtt[ok]
-            self.rtt_min = min(self.rtt_min, float(v.min()))
-            self.rtt_max = max(self.rtt_max, float(v.max()))
-            bins = np.minimum((v / self.bin_ms).astype(np.int64), self._hist.size - 1)
-            self._hist += np.bincount(bins, minlength=self._hist.size)
-        self.handovers += int(np.count_nonzero(chunk.handover))
-        # Outage intervals: [first sample without a route, first sample with one again).
-        change = np.flatnonzero(np.diff(np.concatenate([[not self._is_open], ok]).astype(np.int8)))
-        for i in change:
-            if ok[i]:  # came back
-                self.outages.append((self._open_outage, float(t[i])))
-                self._open_outage = None
-            else:
-                self._open_outage = float(t[i])
-        return chunk
-
-    @property
-    def _is_open(self) -> bool:
-        return self._open_outage is not None
-
-    def _percentile(self, q: float) -> float:
-        total = self._hist.sum()
-        if total == 0:
-            return float("nan")
-        k = int(np.searchsorted(np.cumsum(self._hist), q * total, side="left"))
-        return (k + 0.5) * self.bin_ms
-
-    def summary(self) -> TimelineSummary:
-        outages = list(self.outages)
-        if self._open_outage is not None:
-            outages.append((self._open_outage, self.t_end))
-        any_rtt = self.available > 0
-        return TimelineSummary(
-            t_start_unix=self.t_start if self.t_start is not None else float("nan"),
-            t_end_unix=self.t_end if self.t_end is not None else float("nan"),
-            samples=self.samples,
-            available_samples=self.available,
-            availability=self.available / self.samples if self.samples else float("nan"),
-            rtt_ms_min=self.rtt_min if any_rtt else float("nan"),
-            rtt_ms_p50=self._percentile(0.5),
-            rtt_ms_p95=self._percentile(0.95),
-            rtt_ms_max=self.rtt_max if any_rtt else float("nan"),
-            handovers=self.handovers,
-            stall_s=self.handovers * self.stall_s,
-            outages=outages,
-        )
-
-
-def summarize(
-    chunks: Iterable[TimelineChunk], step_s: float, handover_stall_ms: float = 0.0
-) -> TimelineSummary:
-    """Consume single-route chunks and return their summary."""
-    acc = TimelineAccumulator(step_s, handover_stall_ms)
-    for chunk in chunks:
-        acc.add(chunk)
-    return acc.summary()

@@ -7,7 +7,8 @@ from google.protobuf import duration_pb2
 
 from skyhaul.core import routing
 from skyhaul.core.scheduler import SchedulerConfig
-from skyhaul.core.timeline import TimelineChunk, TimelineSummary
+from skyhaul.core.summary import TimelineSummary
+from skyhaul.core.timeline import TimelineChunk
 from skyhaul.runtime.clock import to_timestamp
 from skyhaul.runtime.scenario import Scenario
 from skyhaul.v1 import common_pb2, links_pb2, route_pb2

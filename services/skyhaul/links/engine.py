@@ -41,7 +41,7 @@ from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import GroundSegment
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.timeline import LinkModel
-from skyhaul.links import codec, state
+from skyhaul.links import codec, route_view
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventPublisher
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.v1 import events_pb2, route_pb2
@@ -115,20 +115,22 @@ class SlotPlan:
         self.assignments = change.assignments
 
 
-def compute_slot(lm: LinkModel, start: float) -> SlotPlan:
+def compute_slot(model: LinkModel, start: float) -> SlotPlan:
     """Everything the engine publishes for the slot (or step) starting at ``start``."""
-    cfg, gs = lm.config, lm.ground
-    decision = lm.decide(lm.decision_time(start))
-    previous = lm.decide(lm.previous_decision_time(decision.t_unix))
-    index, slot_start, slot_end = state.slot_of(cfg, start)
+    config, ground = model.config, model.ground
+    decision = model.decide(model.decision_time(start))
+    previous = model.decide(model.previous_decision_time(decision.t_unix))
+    index, slot_start, slot_end = route_view.slot_of(config, start)
     data_centers: list[DataCenterSlot] = []
     changes: list[Change] = []
-    for k, term in enumerate(gs.terminals):
-        region = term.home_region_id or gs.regions[0].id
-        r = gs.region(region)
-        route = state.route_message(lm, term.id, region, start)
+    for k, term in enumerate(ground.terminals):
+        region = term.home_region_id or ground.regions[0].id
+        r = ground.region(region)
+        route = route_view.route_message(model, term.id, region, start)
         up = route.available
-        reason = state.up_reason(route) if up else state.outage_reason(lm, k, region, start, decision)
+        reason = (
+            route_view.up_reason(route) if up else route_view.outage_reason(model, k, region, start, decision)
+        )
         data_centers.append(
             DataCenterSlot(
                 id=term.id,
@@ -144,26 +146,30 @@ def compute_slot(lm: LinkModel, start: float) -> SlotPlan:
             )
         )
         samples = np.asarray(route.delay_samples_ms, dtype=float)
-        step = cfg.sample_step_s
+        step = config.sample_step_s
         current = up
         for j in range(1, samples.size):
             now_up = bool(np.isfinite(samples[j]))
             if now_up == current:
                 continue
             t = slot_start + j * step
-            why = state.up_reason(route) if now_up else state.outage_reason(lm, k, region, t, decision)
+            why = (
+                route_view.up_reason(route)
+                if now_up
+                else route_view.outage_reason(model, k, region, t, decision)
+            )
             changes.append(Change(t, k, now_up, why, float(samples[j]), []))
             current = now_up
     changes.sort(key=lambda c: (c.t_unix, c.data_center))
     for change in changes:
-        change.assignments = state.assignments(lm, change.t_unix, decision)
+        change.assignments = route_view.assignments(model, change.t_unix, decision)
     return SlotPlan(
         index=index,
         start=slot_start,
         end=slot_end,
         isl_count=int(decision.isl_count),
         data_centers=data_centers,
-        assignments=state.assignments(lm, slot_start, decision),
+        assignments=route_view.assignments(model, slot_start, decision),
         changes=changes,
     )
 
@@ -249,7 +255,7 @@ class LinkEngine:
         elements = self._elements
         assert elements is not None
         if self._model is None or self._model_version != elements.version:
-            self._model = state.new_model(elements, self.ground, self.config)
+            self._model = route_view.new_model(elements, self.ground, self.config)
             self._model_version = elements.version
         return compute_slot(self._model, start)
 
@@ -265,7 +271,7 @@ class LinkEngine:
         while not self._stop.is_set():
             try:
                 if plan is None:
-                    plan = await self._compute(state.step_start(self.config, self.clock.now()))
+                    plan = await self._compute(route_view.step_start(self.config, self.clock.now()))
                 if not await self._sleep_until(plan.start):
                     return
                 ahead = asyncio.ensure_future(self._compute(plan.end))

@@ -23,15 +23,16 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
+from skyhaul.contract.orbit_codec import elements_from_proto, pass_to_proto, window_bounds
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import UnknownId
 from skyhaul.core.passes import find_passes
 from skyhaul.core.propagate import Propagator
-from skyhaul.core.timeline import LinkModel, TimelineAccumulator
-from skyhaul.links import codec, state
+from skyhaul.core.summary import TimelineAccumulator
+from skyhaul.core.timeline import LinkModel
+from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
-from skyhaul.links.ground import gateway_regions, ground_segment, scheduler_config
-from skyhaul.orbit.codec import elements_from_proto, pass_to_proto, window_bounds
+from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment
 from skyhaul.runtime import clients
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
@@ -78,7 +79,7 @@ class LinksApp(ServiceApp):
         self.orbit_address = settings.peer("orbit")
         self.constellation = self.scenario.constellation.label
         self.ground = ground_segment(self.scenario)
-        self.config = scheduler_config(self.scenario.scheduler)
+        self.config = self.scenario.scheduler
         self.gateway_region = gateway_regions(self.scenario)
         self.refresh_interval_s = refresh_interval_s
         self.engine = LinkEngine(self.ground, self.config, clock, self.redis_url, channel)
@@ -173,7 +174,7 @@ class LinksApp(ServiceApp):
 
     async def install(self, elements: ElementSet) -> None:
         """Use new elements for queries and (from its next slot) the engine; start the engine."""
-        model = await asyncio.to_thread(state.new_model, elements, self.ground, self.config)
+        model = await asyncio.to_thread(route_view.new_model, elements, self.ground, self.config)
         contacts = await asyncio.to_thread(lambda: Propagator(dataclasses.replace(elements)))
         with self._query_lock:
             self._query_model = model
@@ -244,20 +245,20 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
         t = app.time_of(request)
         homes = [app.region_for(k, "") for k in range(app.ground.n_terminals)]
 
-        def compute(lm: LinkModel) -> links_pb2.GetLinkStateResponse:
-            st = lm.state_at(t)
+        def compute(model: LinkModel) -> links_pb2.GetLinkStateResponse:
+            st = model.state_at(t)
             outage = [
                 term.id
-                for k, term in enumerate(lm.ground.terminals)
-                if not np.isfinite(st.delay_s[k, lm.ground.region_index[homes[k]]])
+                for k, term in enumerate(model.ground.terminals)
+                if not np.isfinite(st.delay_s[k, model.ground.region_index[homes[k]]])
             ]
             return links_pb2.GetLinkStateResponse(
                 at=to_timestamp(t),
-                slot=codec.slot_to_proto(*state.slot_of(lm.config, t)),
-                assignments=state.assignments(lm, t, st.decision),
+                slot=codec.slot_to_proto(*route_view.slot_of(model.config, t)),
+                assignments=route_view.assignments(model, t, st.decision),
                 isl_count=st.isl_count,
                 data_centers_in_outage=outage,
-                satellite_count=lm.n_sats,
+                satellite_count=model.n_sats,
             )
 
         return await app.query(compute)
@@ -268,7 +269,7 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
         region = app.region_for(terminal, request.region_id)
         t = app.time_of(request)
         trace.get_current_span().set_attribute("skyhaul.data_center", request.data_center_id)
-        route = await app.query(state.route_message, request.data_center_id, region, t)
+        route = await app.query(route_view.route_message, request.data_center_id, region, t)
         return links_pb2.GetRouteResponse(route=route)
 
     async def PredictRoutes(self, request, context) -> AsyncIterator[links_pb2.PredictRoutesResponse]:
@@ -316,10 +317,10 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             began = time.perf_counter()
             waited = 0.0  # time blocked on a slow reader is not compute time
             try:
-                lm = state.new_model(elements, app.ground, app.config)
+                model = route_view.new_model(elements, app.ground, app.config)
                 acc = TimelineAccumulator(step, stall_ms)
                 with as_invalid_argument():
-                    chunks = lm.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
+                    chunks = model.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
                 for chunk in chunks:
                     if cancelled.is_set():
                         return
@@ -357,13 +358,13 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
         start, end = window_bounds(request.window, app.clock.now(), DEFAULT_CONTACT_WINDOW_S)
         if end <= start:
             raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
-        gs = app.ground
-        if gid in gs.terminal_index:
-            row = gs.terminal_index[gid]
-        elif gid in gs.gateway_index:
-            row = gs.n_terminals + gs.gateway_index[gid]
+        ground = app.ground
+        if gid in ground.terminal_index:
+            row = ground.terminal_index[gid]
+        elif gid in ground.gateway_index:
+            row = ground.n_terminals + ground.gateway_index[gid]
         else:
-            known = ", ".join([*gs.terminal_index, *gs.gateway_index])
+            known = ", ".join([*ground.terminal_index, *ground.gateway_index])
             if not gid:
                 raise InvalidArgument(f"ground_id is required: a data center or gateway id ({known})")
             raise NotFound(f"unknown ground id {gid!r} (not a data center or a gateway); known: {known}")
@@ -373,12 +374,12 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
                 f"min_elevation_deg {min_el:g} is outside [0, 90) (0 = the ground's own mask)"
             )
         if min_el == 0.0:
-            min_el = float(gs.min_elevation_deg[row])
+            min_el = float(ground.min_elevation_deg[row])
         min_duration = _seconds(request.min_duration)
         if min_duration < 0:
             raise InvalidArgument(f"min_duration {min_duration:g} s must not be negative")
         # A moving terminal's contacts are computed from where it is at the window start.
-        lat, lon, alt = (float(a[row]) for a in gs.geodetic(start))
+        lat, lon, alt = (float(a[row]) for a in ground.geodetic(start))
         indices = list(request.satellite_indices) or None
 
         def compute():

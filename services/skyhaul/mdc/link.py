@@ -1,33 +1,38 @@
 """What the data center knows about its satellite link, from the link-state events on Redis.
 
-The links service publishes `LinkEvent`s (route changes, link up/down, snapshots). `LinkWatcher`
-follows them (gap-free, resynchronising from the latest snapshot) and keeps this data center's
-state: up or down, satellite, one-way delay, capacity. The sync worker waits on it: no RPC while
-the link is down, and it resumes the moment the link comes back.
+The links service publishes `LinkEvent`s (route changes, link up/down, snapshots). The runtime's
+`LinkFollower` follows them (gap-free, resynchronising from the latest snapshot, filtered to this
+data center and its home region) exactly as the terminal does; `LinkWatcher` turns what it hears
+into this data center's `LinkView`: up or down, satellite, one-way delay, capacity. The sync worker
+waits on it: no RPC while the link is down, and it resumes the moment the link comes back.
 
 Until an event names this data center (links not running, or not publishing yet) the link is
 *assumed up*: the sync worker then learns about outages only from failing RPCs (timeouts through
-the terminal), and its capped backoff paces the retries. The same holds while Redis is
-unreachable: the last known state stays in force.
+the terminal), and its capped backoff paces the retries. Once a route has come, the view expires
+with it exactly as the terminal's does: when the links service goes quiet past the route's
+validity, the link counts as down ("stale") until a new route arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
 
-from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber
 from skyhaul.runtime.clock import to_unix
-from skyhaul.v1 import events_pb2, route_pb2
+from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate
+from skyhaul.v1 import route_pb2
 
 log = logging.getLogger(__name__)
 
+STALE_REASON = "route stale: no news from the links service"
+
 
 @dataclasses.dataclass(frozen=True)
-class LinkState:
+class LinkView:
+    """The data center's view of its link (what GetStatus reports and the sync worker obeys)."""
+
     up: bool = True
     known: bool = False  # False: no event has named this data center yet (up is assumed)
     satellite_index: int = -1  # -1: none / unknown
@@ -44,101 +49,80 @@ class LinkState:
 
 
 class LinkWatcher:
-    """This data center's link state, fed by `apply(event)` (or by `run()` from Redis).
+    """This data center's `LinkView`, fed by its `LinkFollower` (`apply(event)` or `run()`).
 
     `wait_up()` / `wait_down()` return at once when the link already is so; listeners added with
-    `on_change` are called after every change of up/down.
+    `on_change` are called after every change of up/down, the route's expiry included.
     """
 
-    def __init__(
-        self,
-        data_center_id: str,
-        region_id: str,
-        *,
-        now: Callable[[], float],
-        redis_url: str | None = None,
-        channel: str = LINK_EVENTS_CHANNEL,
-    ) -> None:
-        self.data_center_id = data_center_id
-        self.region_id = region_id
-        self._now = now
-        self._redis_url = redis_url
-        self._channel = channel
-        self._state = LinkState()
+    def __init__(self, follower: LinkFollower) -> None:
+        self.follower = follower
+        self.data_center_id = follower.data_center_id
+        self.region_id = follower.region_id
+        self._clock = follower.clock
+        self._told = LinkView()  # what the events said
+        self._state = LinkView()  # what holds now (the told view, unless the route expired)
         self._up = asyncio.Event()
         self._up.set()
         self._down = asyncio.Event()
-        self._listeners: list[Callable[[LinkState], None]] = []
-        self._subscriber: EventSubscriber | None = None
+        self._listeners: list[Callable[[LinkView], None]] = []
+        self._expiry: asyncio.TimerHandle | None = None
+        follower.on_update(self._updated)
 
     @property
-    def state(self) -> LinkState:
+    def view(self) -> LinkView:
+        self._refresh()
         return self._state
 
     @property
     def up(self) -> bool:
-        return self._state.up
+        return self.view.up
 
     @property
     def subscribed(self) -> bool:
         """Whether the watcher currently follows Redis."""
-        return self._subscriber is not None and self._subscriber.connected
+        return self.follower.subscribed
 
-    def on_change(self, listener: Callable[[LinkState], None]) -> None:
+    def on_change(self, listener: Callable[[LinkView], None]) -> None:
         self._listeners.append(listener)
 
     async def wait_up(self) -> None:
+        self._refresh()
         await self._up.wait()
 
     async def wait_down(self) -> None:
+        self._refresh()
         await self._down.wait()
 
     # ----------------------------------------------------------------- events
 
-    def apply(self, event: events_pb2.LinkEvent) -> None:
-        """Fold one event into the state; events about other data centers are ignored."""
-        body = event.WhichOneof("body")
-        at = to_unix(event.emulated_time) if event.HasField("emulated_time") else self._now()
-        state = self._state
-        if body == "link_status":
-            status = event.link_status
-            if not self._mine(status.data_center_id, status.region_id):
-                return
+    def apply(self, event) -> None:
+        """Fold one event into the view (through the follower); others' events are ignored."""
+        self.follower.apply(event)
+
+    def _updated(self, update: LinkUpdate) -> None:
+        event = update.event
+        state = self._told
+        if update.status is not None:
+            status = update.status
             state = dataclasses.replace(
                 state,
                 up=status.up,
                 known=True,
-                reason="" if status.up else status.reason or "link down",
+                reason="" if status.up else self.follower.reason,
                 satellite_index=state.satellite_index if status.up else -1,
             )
-        elif body == "route_changed":
-            route = event.route_changed.route
-            if not self._mine(route.data_center_id, route.region_id):
-                return
-            state = self._with_route(state, route)
-        elif body == "snapshot":
-            routes = [r for r in event.snapshot.routes if self._mine(r.data_center_id, r.region_id)]
-            if not routes:
-                return
-            state = self._with_route(state, routes[-1])
-        else:
-            return
-        self._set(dataclasses.replace(state, last_event_sequence=event.sequence), at)
-
-    def _mine(self, data_center_id: str, region_id: str) -> bool:
-        # A route to another region is not this data center's backhaul; an empty region means "any".
-        return data_center_id == self.data_center_id and region_id in ("", self.region_id)
+        elif update.route is not None:
+            state = self._with_route(state, update.route, self.follower.reason)
+        self._told = dataclasses.replace(state, last_event_sequence=event.sequence)
+        at = to_unix(event.emulated_time) if event.HasField("emulated_time") else self._clock.now()
+        self._refresh(at)
+        self._arm_expiry()
 
     @staticmethod
-    def _with_route(state: LinkState, route: route_pb2.Route) -> LinkState:
+    def _with_route(state: LinkView, route: route_pb2.Route, reason: str) -> LinkView:
         if not route.available:
-            return dataclasses.replace(
-                state,
-                up=False,
-                known=True,
-                satellite_index=-1,
-                reason=state.reason if not state.up else "no route to the region",
-            )
+            return dataclasses.replace(state, up=False, known=True, satellite_index=-1, reason=reason)
         return dataclasses.replace(
             state,
             up=True,
@@ -150,10 +134,34 @@ class LinkWatcher:
             reason="",
         )
 
-    def _set(self, state: LinkState, at: float) -> None:
+    def _arm_expiry(self) -> None:
+        """Wake when the route turns stale, so listeners hear of it without another event."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self.follower.expires_at
+        if expires is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # applied by hand outside a loop: `view` still checks the expiry when read
+        delay = max(expires - self._clock.wall(), 0.0)
+        # Just past the instant, so the follower agrees it has expired when the timer runs.
+        self._expiry = loop.call_later(delay + 0.001, self._refresh)
+
+    def _refresh(self, at: float | None = None) -> None:
+        state = self._told
+        if state.up and self.follower.expired():
+            state = dataclasses.replace(state, up=False, satellite_index=-1, reason=STALE_REASON)
+        self._set(state, self._clock.now() if at is None else at)
+
+    def _set(self, state: LinkView, at: float) -> None:
         changed = state.up != self._state.up
-        if changed or self._state.since_unix is None and state.known:
-            state = dataclasses.replace(state, since_unix=at)
+        since = self._state.since_unix
+        if changed or since is None and state.known:
+            since = at
+        state = dataclasses.replace(state, since_unix=since)
         self._state = state
         if not changed:
             return
@@ -179,14 +187,9 @@ class LinkWatcher:
 
     async def run(self) -> None:
         """Follow the link events on Redis until cancelled (reconnects by itself)."""
-        if self._redis_url is None:
-            return
-        # Start from the latest snapshot, then every event after it (or the whole log without one).
-        self._subscriber = EventSubscriber(self._redis_url, self._channel, after_sequence=None)
         try:
-            async for event in self._subscriber:
-                self.apply(event)
+            await self.follower.run()
         finally:
-            subscriber, self._subscriber = self._subscriber, None
-            with contextlib.suppress(Exception):
-                await asyncio.shield(subscriber.aclose())
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None

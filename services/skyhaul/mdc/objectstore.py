@@ -32,15 +32,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from skyhaul.contract.blobs import validate_blob_name, validate_content_type, validate_metadata
 from skyhaul.mdc.outbox import Outbox, OutboxEntry, validate_priority
-from skyhaul.region.blobstore import (
-    DirectoryLock,
-    clear_directory,
-    fsync_dir,
-    make_dirs_durably,
-    validate_blob_name,
-    validate_metadata,
-)
+from skyhaul.runtime.durable import DirectoryLock, clear_directory, fsync_dir, make_dirs_durably
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -146,16 +140,23 @@ class ObjectStore:
     # ----------------------------------------------------------------- puts
 
     def begin_put(
-        self, key: str, priority: str = "bulk", metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        priority: str = "bulk",
+        metadata: Mapping[str, str] | None = None,
+        content_type: str = "",
     ) -> PutHandle:
         """Start storing an object; feed it with `write`, then `finish` (or `abort`).
 
-        Key, priority and metadata are checked here, before any byte is accepted.
+        Key, priority, metadata and content type are checked here, before any byte is accepted.
         """
         validate_blob_name(key, "object key")
         validate_priority(priority)
         metadata = validate_metadata(metadata)
-        handle = PutHandle(self, key, priority, metadata, self._tmp_dir / f"{uuid.uuid4().hex}.part")
+        content_type = validate_content_type(content_type)
+        handle = PutHandle(
+            self, key, priority, metadata, content_type, self._tmp_dir / f"{uuid.uuid4().hex}.part"
+        )
         with self._lock:
             self._open_puts.add(handle)
         return handle
@@ -175,13 +176,22 @@ class ObjectStore:
         """Move a finished, fsynced temp file into objects/, then record it in the outbox."""
         file_id = uuid.uuid4().hex
         final = self._objects_dir / file_id[:2] / file_id
+        # Not runtime.durable.replace_durably: the directory fsync stays outside the store lock, so
+        # other puts do not queue behind it.
         with self._lock:
             make_dirs_durably(final.parent)
             os.replace(tmp, final)
         fsync_dir(final.parent)
         try:
             entry, created = self._outbox.add(
-                handle.key, file_id, size, sha256_hex, handle.priority, handle.metadata, float(self._clock())
+                handle.key,
+                file_id,
+                size,
+                sha256_hex,
+                handle.priority,
+                handle.metadata,
+                float(self._clock()),
+                handle.content_type,
             )
         except BaseException:
             final.unlink(missing_ok=True)
@@ -255,12 +265,19 @@ class PutHandle:
     """
 
     def __init__(
-        self, store: ObjectStore, key: str, priority: str, metadata: dict[str, str], tmp: Path
+        self,
+        store: ObjectStore,
+        key: str,
+        priority: str,
+        metadata: dict[str, str],
+        content_type: str,
+        tmp: Path,
     ) -> None:
         self._store = store
         self.key = key
         self.priority = priority
         self.metadata = metadata
+        self.content_type = content_type
         self._tmp = tmp
         self._file: BinaryIO = open(tmp, "xb")  # closed by finish, abort or the finalizer
         self._finalizer = weakref.finalize(self, _discard_temp, self._file, tmp)

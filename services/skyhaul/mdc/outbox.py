@@ -15,12 +15,15 @@ Upload progress (block size, staged blocks, contiguous bytes confirmed) is kept 
 these, so an upload interrupted by an outage, a restart or a kill -9 resumes from its first
 unconfirmed block. Block ids are deterministic (`block_id_for`), so the same block gets the same id
 in every attempt and the region's uncommitted block list can be matched against it.
+
+Schema versions (PRAGMA user_version): 1 kept an object's content type inside its metadata JSON
+under `CONTENT_TYPE_METADATA_KEY`; 2 gives it a column. Opening a version-1 database moves every
+such content type into the column in one transaction (all rows or none), so nothing is lost.
 """
 
 from __future__ import annotations
 
 import base64
-import builtins
 import contextlib
 import json
 import math
@@ -32,7 +35,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from skyhaul.region.blobstore import MAX_BLOCK_BYTES, validate_blob_name, validate_block_id, validate_metadata
+from skyhaul.contract.blobs import (
+    MAX_BLOCK_BYTES,
+    validate_blob_name,
+    validate_block_id,
+    validate_content_type,
+    validate_metadata,
+)
 from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 # Upload order: telemetry first, bulk last.
@@ -42,7 +51,10 @@ MAX_BATCH = 10_000
 MAX_LIST = 10_000
 MAX_BLOCK_INDEX = 99_999_999
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+# Where schema version 1 kept the content type, inside the metadata. Still refused as a user
+# metadata key by the servicer, so a put is accepted or refused exactly as before.
+CONTENT_TYPE_METADATA_KEY = "skyhaul_content_type"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order: the tie-break for equal times
@@ -54,6 +66,7 @@ CREATE TABLE IF NOT EXISTS objects (
     priority_rank   INTEGER NOT NULL,
     created_unix    REAL NOT NULL,
     metadata        TEXT NOT NULL,                      -- JSON object of strings
+    content_type    TEXT NOT NULL DEFAULT '',
     state           TEXT NOT NULL CHECK (state IN ('pending', 'uploading', 'synced', 'failed')),
     block_size      INTEGER,                            -- fixed by the first start_upload
     bytes_confirmed INTEGER NOT NULL DEFAULT 0,         -- contiguous prefix of staged blocks
@@ -95,6 +108,7 @@ class OutboxEntry(NamedTuple):
     created_unix: float
     state: str
     metadata: dict[str, str]
+    content_type: str
     block_size: int | None
     bytes_confirmed: int
     bytes_sent: int
@@ -153,8 +167,8 @@ def _validate_count(value: object, what: str, maximum: int) -> int:
 
 
 _ENTRY_COLUMNS = (
-    "key, size, sha256, priority, created_unix, state, metadata, block_size, bytes_confirmed, bytes_sent, "
-    "attempts, synced_unix, etag, failure_reason"
+    "key, size, sha256, priority, created_unix, state, metadata, content_type, block_size, bytes_confirmed,"
+    " bytes_sent, attempts, synced_unix, etag, failure_reason"
 )
 
 
@@ -162,6 +176,20 @@ def _entry(row: tuple[Any, ...]) -> OutboxEntry:
     values = list(row)
     values[6] = json.loads(values[6])
     return OutboxEntry(*values)
+
+
+def _move_content_type_to_its_column(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2, inside the caller's transaction: the content type leaves the metadata JSON."""
+    db.execute("ALTER TABLE objects ADD COLUMN content_type TEXT NOT NULL DEFAULT ''")
+    rows = db.execute("SELECT key, metadata FROM objects").fetchall()
+    for key, metadata_json in rows:
+        metadata = json.loads(metadata_json)
+        if CONTENT_TYPE_METADATA_KEY in metadata:
+            content_type = metadata.pop(CONTENT_TYPE_METADATA_KEY)
+            db.execute(
+                "UPDATE objects SET metadata = ?, content_type = ? WHERE key = ?",
+                (json.dumps(metadata, sort_keys=True), content_type, key),
+            )
 
 
 class Outbox:
@@ -182,7 +210,7 @@ class Outbox:
             self._db.execute("PRAGMA busy_timeout=5000")
             with self._write() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, _SCHEMA_VERSION):
+                if version not in (0, 1, _SCHEMA_VERSION):
                     raise FailedPrecondition(
                         f"outbox {self._path} has schema version {version}; this build reads {_SCHEMA_VERSION}"
                     )
@@ -191,6 +219,8 @@ class Outbox:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
+                elif version == 1:
+                    _move_content_type_to_its_column(db)
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 # A process that died mid-upload left rows 'uploading'; they resume from their progress.
                 db.execute("UPDATE objects SET state = 'pending' WHERE state = 'uploading'")
@@ -214,7 +244,7 @@ class Outbox:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> builtins.list[tuple[Any, ...]]:
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
@@ -236,6 +266,7 @@ class Outbox:
         priority: str,
         metadata: Mapping[str, str] | None,
         created_unix: float,
+        content_type: str = "",
     ) -> tuple[OutboxEntry, bool]:
         """Record a durably stored object as pending, in one transaction. Returns (entry, created).
 
@@ -245,6 +276,7 @@ class Outbox:
         validate_blob_name(key, "object key")
         validate_priority(priority)
         metadata = validate_metadata(metadata)
+        content_type = validate_content_type(content_type)
         with self._write() as db:
             existing = db.execute("SELECT size, sha256 FROM objects WHERE key = ?", (key,)).fetchone()
             if existing is not None:
@@ -256,7 +288,7 @@ class Outbox:
                 )
             db.execute(
                 "INSERT INTO objects (key, file_id, size, sha256, priority, priority_rank, created_unix, metadata,"
-                " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                " content_type, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
                 (
                     key,
                     file_id,
@@ -266,6 +298,7 @@ class Outbox:
                     PRIORITIES.index(priority),
                     created_unix,
                     json.dumps(metadata, sort_keys=True),
+                    content_type,
                 ),
             )
             return self._row(db, key), True
@@ -296,7 +329,7 @@ class Outbox:
     def referenced_file_ids(self) -> set[str]:
         return {row[0] for row in self._read("SELECT file_id FROM objects")}
 
-    def next_batch(self, limit: int = 16) -> builtins.list[OutboxEntry]:
+    def next_batch(self, limit: int = 16) -> list[OutboxEntry]:
         """Pending objects to upload next: by priority class (telemetry first), then oldest first."""
         _validate_count(limit, "limit", MAX_BATCH)
         rows = self._read(
@@ -360,7 +393,7 @@ class Outbox:
 
     def list_entries(
         self, prefix: str = "", state: str | None = None, limit: int = 1000, start_after: str = ""
-    ) -> builtins.list[OutboxEntry]:
+    ) -> list[OutboxEntry]:
         """Entries sorted by key, optionally of one state; page with the last key as `start_after`."""
         if not isinstance(prefix, str) or not isinstance(start_after, str):
             raise InvalidArgument("prefix and start_after must be strings")
@@ -368,15 +401,13 @@ class Outbox:
             raise InvalidArgument(f"state {state!r} is unknown; use one of {', '.join(STATES)}")
         _validate_count(limit, "limit", MAX_LIST)
         sql = f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE key >= ? AND key > ? AND substr(key, 1, ?) = ?"
-        params: builtins.list[Any] = [prefix, start_after, len(prefix), prefix]
+        params: list[Any] = [prefix, start_after, len(prefix), prefix]
         if state is not None:
             sql += " AND state = ?"
             params.append(state)
         sql += " ORDER BY key LIMIT ?"
         params.append(limit)
         return [_entry(row) for row in self._read(sql, tuple(params))]
-
-    list = list_entries  # the name the servicer uses; `list_entries` keeps `list` the builtin in this class
 
     # ----------------------------------------------------------------- upload progress
 
@@ -493,7 +524,7 @@ class Outbox:
             return self._row(db, key)
 
 
-def _contiguous_prefix(indices: builtins.list[int]) -> int:
+def _contiguous_prefix(indices: list[int]) -> int:
     """How many blocks from index 0 on are all present."""
     present = set(indices)
     count = 0

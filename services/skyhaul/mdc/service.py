@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,15 +29,16 @@ import numpy as np
 from google.protobuf import duration_pb2
 from opentelemetry import trace
 
+from skyhaul.contract.blobs import validate_container_name
 from skyhaul.mdc.link import LinkWatcher
 from skyhaul.mdc.objectstore import ObjectStore, StoredObject
-from skyhaul.mdc.outbox import MAX_LIST, OutboxEntry
-from skyhaul.mdc.sync import CONTENT_TYPE_KEY, SyncConfig, SyncWorker, split_content_type
+from skyhaul.mdc.outbox import CONTENT_TYPE_METADATA_KEY, MAX_LIST, OutboxEntry
+from skyhaul.mdc.sync import SyncConfig, SyncWorker
 from skyhaul.mdc.workload import Workload, WorkloadGenerator
-from skyhaul.region.blobstore import validate_container_name
 from skyhaul.runtime.bus import redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
+from skyhaul.runtime.link_follower import LinkFollower
 from skyhaul.runtime.scenario import DataCenterSpec
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 1 << 20
 WRITE_BATCH_BYTES = 1 << 20  # put data is handed to the disk thread in batches of about this size
 DEFAULT_LIST_RESULTS = 1000
-MAX_CONTENT_TYPE_CHARS = 256
 
 PRIORITY_NAMES = {
     mdc_pb2.PRIORITY_CLASS_UNSPECIFIED: "bulk",
@@ -80,7 +79,6 @@ def priority_name(value: int) -> str:
 
 
 def object_info(entry: OutboxEntry) -> mdc_pb2.ObjectInfo:
-    metadata, _ = split_content_type(entry.metadata)
     info = mdc_pb2.ObjectInfo(
         key=entry.key,
         size=entry.size,
@@ -92,7 +90,7 @@ def object_info(entry: OutboxEntry) -> mdc_pb2.ObjectInfo:
         attempts=entry.attempts,
         error=entry.failure_reason or "",
         region_etag=entry.etag or "",
-        metadata=metadata,
+        metadata=entry.metadata,
     )
     if entry.synced_unix is not None:
         info.synced_at.CopyFrom(to_timestamp(entry.synced_unix))
@@ -132,16 +130,6 @@ def position_at(spec: DataCenterSpec, epoch_unix: float, at_unix: float) -> tupl
     times = [epoch_unix + p.t_s for p in spec.track]
     alt = float(np.interp(at_unix, times, [p.location.alt_m for p in spec.track]))
     return float(lat), float(lon), alt
-
-
-def _validate_content_type(content_type: str) -> str:
-    if len(content_type) > MAX_CONTENT_TYPE_CHARS or any(
-        unicodedata.category(c) == "Cc" for c in content_type
-    ):
-        raise InvalidArgument(
-            f"content type {content_type[:40]!r} is invalid: at most {MAX_CONTENT_TYPE_CHARS} printable characters"
-        )
-    return content_type
 
 
 class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
@@ -209,13 +197,11 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
     async def _begin(self, store: ObjectStore, header: mdc_pb2.ObjectHeader):
         priority = priority_name(header.priority)
         metadata = dict(header.metadata)
-        if CONTENT_TYPE_KEY in metadata:
+        if CONTENT_TYPE_METADATA_KEY in metadata:
             raise InvalidArgument(
-                f"metadata key {CONTENT_TYPE_KEY!r} is reserved; use the content_type field"
+                f"metadata key {CONTENT_TYPE_METADATA_KEY!r} is reserved; use the content_type field"
             )
-        if header.content_type:
-            metadata[CONTENT_TYPE_KEY] = _validate_content_type(header.content_type)
-        return await asyncio.to_thread(store.begin_put, header.key, priority, metadata)
+        return await asyncio.to_thread(store.begin_put, header.key, priority, metadata, header.content_type)
 
     async def GetObject(self, request, context) -> AsyncIterator[mdc_pb2.GetObjectResponse]:
         store = self._app.require_store()
@@ -261,7 +247,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             asyncio.to_thread(store.outbox.backlog), asyncio.to_thread(store.outbox.totals)
         )
         now = app.clock.now()
-        link = app.link.state
+        link = app.link.view
         response = mdc_pb2.GetStatusResponse(
             data_center_id=app.spec.id,
             emulated_time=to_timestamp(now),
@@ -351,7 +337,7 @@ class MdcApp(ServiceApp):
         self.store_dir = Path(store_dir) if store_dir is not None else Path(settings.data_dir) / "mdc"
         self.store: ObjectStore | None = None
         self.link = LinkWatcher(
-            self.spec.id, self.spec.home_region, now=clock.now, redis_url=settings.redis_url or None
+            LinkFollower(self.spec.id, self.spec.home_region, clock, redis_url=settings.redis_url or None)
         )
         self.worker: SyncWorker | None = None
         self.workload: WorkloadGenerator | None = None

@@ -58,10 +58,6 @@ from skyhaul.v1 import region_pb2, region_pb2_grpc, terminal_pb2, terminal_pb2_g
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-# Objects carry their content type in the outbox metadata under this key (the outbox has no
-# column for it); it is taken out again before the metadata reaches the region or a client.
-CONTENT_TYPE_KEY = "skyhaul_content_type"
-
 # Status codes that say "this request is wrong"; everything else is worth retrying later.
 _PERMANENT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
 
@@ -104,12 +100,6 @@ class _RestartObject(Exception):
 
 def priority_rank(priority: str) -> int:
     return PRIORITIES.index(priority)
-
-
-def split_content_type(metadata: dict[str, str]) -> tuple[dict[str, str], str]:
-    """(user metadata, content type) from outbox metadata."""
-    rest = dict(metadata)
-    return rest, rest.pop(CONTENT_TYPE_KEY, "")
 
 
 class ThroughputMeter:
@@ -549,7 +539,7 @@ class SyncWorker:
         block_size = progress.block_size
         assert block_size is not None
         count = math.ceil(entry.size / block_size)
-        metadata, content_type = split_content_type(entry.metadata)
+        metadata, content_type = entry.metadata, entry.content_type
         reply = await self._call(
             "CommitBlockList",
             region_pb2.CommitBlockListRequest(
@@ -585,7 +575,7 @@ class SyncWorker:
     # ----------------------------------------------------------------- calls
 
     def _capacity_bps(self) -> float:
-        mbps = self.link.state.capacity_up_mbps or self.config.fallback_capacity_mbps
+        mbps = self.link.view.capacity_up_mbps or self.config.fallback_capacity_mbps
         return mbps * 1e6
 
     def _transfer_s(self, nbytes: int) -> float:

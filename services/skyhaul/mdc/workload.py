@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from skyhaul.contract.blobs import validate_blob_name
 from skyhaul.mdc.objectstore import ObjectStore, StoredObject
 from skyhaul.mdc.outbox import MAX_LIST, PRIORITIES
-from skyhaul.region.blobstore import validate_blob_name
 from skyhaul.runtime.errors import InvalidArgument, SkyhaulError
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skyhaul.contract.orbit_codec import shells_to_proto
 from skyhaul.core.constellations import PRESETS, UnknownPresetError, build_preset, build_shells
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.propagate import Propagator
 from skyhaul.core.tle import TleError, load_tle_file
-from skyhaul.orbit.codec import shells_to_proto
 from skyhaul.runtime.clock import to_timestamp
 from skyhaul.runtime.errors import InvalidArgument, NotFound
 from skyhaul.runtime.scenario import ConstellationSpec, Scenario

@@ -13,11 +13,17 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
+from skyhaul.contract.orbit_codec import (
+    elements_to_proto,
+    pass_to_proto,
+    satellites_to_proto,
+    to_bytes,
+    window_bounds,
+)
 from skyhaul.core.frames import ecef_to_geodetic
 from skyhaul.core.geometry import look_angles
 from skyhaul.core.passes import find_passes
 from skyhaul.orbit.catalog import Catalog, Constellation
-from skyhaul.orbit.codec import elements_to_proto, pass_to_proto, satellites_to_proto, to_bytes, window_bounds
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import InvalidArgument, as_invalid_argument
 from skyhaul.runtime.server import ServiceApp, service_full_name

@@ -38,149 +38,49 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
-import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from skyhaul.contract.blobs import (
+    MAX_BLOCK_BYTES,
+    MAX_BLOCKS_PER_BLOB,
+    show_value,
+    validate_blob_name,
+    validate_block_id,
+    validate_container_name,
+    validate_content_type,
+    validate_metadata,
+)
+from skyhaul.runtime.durable import (
+    DirectoryLock,
+    clear_directory,
+    fsync_dir,
+    replace_durably,
+    write_file_durably,
+)
 from skyhaul.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
-MAX_BLOB_NAME_CHARS = 1024
-MAX_BLOCK_ID_BYTES = 64
-MAX_BLOCKS_PER_BLOB = 50_000  # Azure's limit on committed blocks
-MAX_BLOCK_BYTES = 100 * 1024 * 1024
-MAX_METADATA_BYTES = 8 * 1024  # Azure's limit on all names and values together
-MAX_CONTENT_TYPE_CHARS = 256
 MAX_LIST_RESULTS = 5000
 READ_CHUNK_BYTES = 1024 * 1024  # below gRPC's default 4 MiB message limit
 
-_CONTAINER_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-_BLOCK_ID_RE = re.compile(r"[A-Za-z0-9+/=_-]+")
-_METADATA_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POINTER_NAME = "blob.json"
 _POINTER_FORMAT = 1
 _COPY_BUFFER_BYTES = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _show(value: object, limit: int = 80) -> str:
-    """repr() of a user value, cut short so a 10 kB name does not flood the error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(str(value))} chars)"
-
-
-def validate_container_name(name: object) -> str:
-    """Azure rules: 3-63 chars, lowercase letters, digits and single hyphens, alphanumeric at both ends."""
-    if not isinstance(name, str):
-        raise InvalidArgument(f"container name must be a string, got {type(name).__name__}")
-    if not name:
-        raise InvalidArgument(
-            "container name is empty; use 3-63 lowercase letters, digits and single hyphens, e.g. 'telemetry'"
-        )
-    if not 3 <= len(name) <= 63:
-        raise InvalidArgument(f"container name {_show(name)} has {len(name)} characters; it must have 3-63")
-    if not _CONTAINER_NAME_RE.fullmatch(name):
-        raise InvalidArgument(
-            f"container name {_show(name)} is invalid: use only lowercase letters, digits and single hyphens,"
-            " starting and ending with a letter or digit"
-        )
-    return name
-
-
-def validate_blob_name(name: object, what: str = "blob name") -> str:
-    """1-1024 characters, no control characters, no backslash, not absolute, no `..` segment.
-
-    The mdc validates its object keys with this too, so every key it accepts can become a blob.
-    """
-    if not isinstance(name, str):
-        raise InvalidArgument(f"{what} must be a string, got {type(name).__name__}")
-    if not name:
-        raise InvalidArgument(f"{what} is empty; give 1-{MAX_BLOB_NAME_CHARS} characters")
-    if len(name) > MAX_BLOB_NAME_CHARS:
-        raise InvalidArgument(
-            f"{what} {_show(name)} is {len(name)} characters long; the limit is {MAX_BLOB_NAME_CHARS}"
-        )
-    for position, char in enumerate(name):
-        category = unicodedata.category(char)
-        if category == "Cc":
-            raise InvalidArgument(
-                f"{what} {_show(name)} contains control character U+{ord(char):04X} at position {position}; remove it"
-            )
-        if category == "Cs":
-            raise InvalidArgument(f"{what} {_show(name)} contains a lone surrogate at position {position}")
-    if "\\" in name:
-        raise InvalidArgument(f"{what} {_show(name)} contains a backslash; use '/' to separate path segments")
-    if name.startswith("/"):
-        raise InvalidArgument(f"{what} {_show(name)} is absolute; remove the leading '/'")
-    if ".." in name.split("/"):
-        raise InvalidArgument(
-            f"{what} {_show(name)} has a '..' path segment; names cannot climb out of their container"
-        )
-    return name
-
-
-def validate_block_id(block_id: object) -> str:
-    """Non-empty, at most 64 bytes, base64 / base64url characters only."""
-    if not isinstance(block_id, str):
-        raise InvalidArgument(f"block id must be a string, got {type(block_id).__name__}")
-    if not block_id:
-        raise InvalidArgument("block id is empty; use a base64 string of at most 64 bytes")
-    if len(block_id.encode()) > MAX_BLOCK_ID_BYTES:
-        raise InvalidArgument(f"block id {_show(block_id)} is longer than {MAX_BLOCK_ID_BYTES} bytes")
-    if not _BLOCK_ID_RE.fullmatch(block_id):
-        raise InvalidArgument(
-            f"block id {_show(block_id)} has characters outside base64 (A-Z a-z 0-9 + / = - _)"
-        )
-    return block_id
-
-
-def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Identifier-like keys, printable string values, at most 8 KiB in all. Returns a plain copy."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidArgument(f"metadata must be a mapping of strings, got {type(metadata).__name__}")
-    total = 0
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not _METADATA_KEY_RE.fullmatch(key):
-            raise InvalidArgument(
-                f"metadata key {_show(key)} is invalid: start with a letter or '_', then letters, digits or '_'"
-            )
-        if not isinstance(value, str):
-            raise InvalidArgument(f"metadata value of {key!r} must be a string, got {type(value).__name__}")
-        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-            raise InvalidArgument(f"metadata value of {key!r} contains a control character")
-        total += len(key.encode()) + len(value.encode())
-    if total > MAX_METADATA_BYTES:
-        raise InvalidArgument(f"metadata takes {total} bytes; the limit is {MAX_METADATA_BYTES}")
-    return dict(metadata)
-
-
-def _validate_content_type(content_type: object) -> str:
-    if not isinstance(content_type, str):
-        raise InvalidArgument(f"content type must be a string, got {type(content_type).__name__}")
-    if len(content_type) > MAX_CONTENT_TYPE_CHARS or any(
-        unicodedata.category(c) == "Cc" for c in content_type
-    ):
-        raise InvalidArgument(
-            f"content type {_show(content_type)} is invalid: at most {MAX_CONTENT_TYPE_CHARS} printable characters"
-        )
-    return content_type
 
 
 def _validate_digest(value: object, size: int, what: str) -> bytes | None:
@@ -194,83 +94,8 @@ def _validate_digest(value: object, size: int, what: str) -> bytes | None:
 
 def _validate_non_negative_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgument(f"{what} must be a non-negative integer, got {_show(value)}")
+        raise InvalidArgument(f"{what} must be a non-negative integer, got {show_value(value)}")
     return value
-
-
-# --------------------------------------------------------------------------- durable file helpers
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in `path` durable (POSIX needs the directory fsynced too)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_durably(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Replace `path` with `data` atomically: temp file in `tmp_dir` (same filesystem), fsync, rename."""
-    tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def make_dirs_durably(path: Path) -> None:
-    """Create `path` and its missing parents, fsyncing each parent so the new entries survive a crash."""
-    missing: list[Path] = []
-    current = path
-    while not current.is_dir():
-        missing.append(current)
-        current = current.parent
-    for directory in reversed(missing):
-        os.mkdir(directory)
-        fsync_dir(directory.parent)
-
-
-def clear_directory(path: Path) -> int:
-    """Remove everything inside `path` (crash leftovers); returns how many entries went."""
-    removed = 0
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            os.unlink(entry.path)
-        removed += 1
-    return removed
-
-
-class DirectoryLock:
-    """An exclusive flock on `<directory>/.lock`: one process owns a data directory.
-
-    Recovery at open deletes temp files; a second live process on the same directory would lose
-    its in-flight writes. The kernel drops the lock when the owner dies, even by kill -9.
-    """
-
-    def __init__(self, directory: Path, owner: str) -> None:
-        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FailedPrecondition(
-                f"{directory} is in use by another {owner}; stop it or give this one another SKYHAUL_DATA_DIR"
-            ) from None
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
 
 
 # --------------------------------------------------------------------------- the store
@@ -583,9 +408,7 @@ class BlobStore:
                 self._require_container(container)
                 record = self._index[container].blobs.get(blob)
                 staging = self._blob_dir(container, blob) / "staging" / str(record.epoch if record else 0)
-                make_dirs_durably(staging)
-                os.replace(tmp, staging / block_id.encode().hex())
-                fsync_dir(staging)
+                replace_durably(tmp, staging / block_id.encode().hex())
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -638,7 +461,7 @@ class BlobStore:
             )
         expected = _validate_digest(expected_sha256, 32, "expected sha256")
         metadata = validate_metadata(metadata)
-        content_type = _validate_content_type(content_type)
+        content_type = validate_content_type(content_type)
 
         with self._blob_lock(container, blob):
             with self._lock:
@@ -788,9 +611,7 @@ class BlobStore:
             index = self._require_container(container)
             blob_dir = self._blob_dir(container, blob)
             data_dir = blob_dir / "data"
-            make_dirs_durably(data_dir)
-            os.replace(assembled, data_dir / record.version)  # not visible yet: no pointer names it
-            fsync_dir(data_dir)
+            replace_durably(assembled, data_dir / record.version)  # not visible yet: no pointer names it
             write_file_durably(blob_dir / _POINTER_NAME, record.to_json(), self._tmp_dir)
             index.put(record)
 
@@ -822,7 +643,7 @@ class BlobStore:
         if length is not None:
             length = _validate_non_negative_int(length, "length")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-            raise InvalidArgument(f"chunk size must be a positive integer, got {_show(chunk_size)}")
+            raise InvalidArgument(f"chunk size must be a positive integer, got {show_value(chunk_size)}")
         with self._lock:
             record = self._require_blob(container, blob)
             size = record.props.size
@@ -849,7 +670,7 @@ class BlobStore:
             or not 1 <= max_results <= MAX_LIST_RESULTS
         ):
             raise InvalidArgument(
-                f"max_results must be an integer in 1..{MAX_LIST_RESULTS}, got {_show(max_results)}"
+                f"max_results must be an integer in 1..{MAX_LIST_RESULTS}, got {show_value(max_results)}"
             )
         with self._lock:
             index = self._require_container(container)

@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+from skyhaul.core.constellations import ShellSpec
+from skyhaul.core.ground import Gateway, Terminal
+from skyhaul.core.scheduler import ISL_MODES, MODES, POLICIES, SchedulerConfig
+
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used. The message starts with the offending field's path."""
@@ -44,9 +48,6 @@ AZURE_REGIONS: dict[str, tuple[str, float, float]] = {
     "westus2": ("West US 2", 47.233, -119.852),
 }
 
-SCHEDULER_MODES = ("slotted", "continuous")
-POLICIES = ("highest-elevation", "longest-visibility", "least-loaded", "shortest-path")
-ISL_MODES = ("none", "+grid")
 PRIORITIES = ("telemetry", "interactive", "bulk")
 
 
@@ -55,16 +56,6 @@ class GeoSpec:
     lat: float
     lon: float
     alt_m: float = 0.0
-
-
-@dataclass(frozen=True)
-class ShellSpec:
-    name: str
-    planes: int
-    sats_per_plane: int
-    altitude_km: float
-    inclination_deg: float
-    phasing: int = 1
 
 
 @dataclass(frozen=True)
@@ -85,26 +76,23 @@ class ConstellationSpec:
 
 
 @dataclass(frozen=True)
-class SchedulerSpec:
-    mode: str = "slotted"
-    slot_interval_s: float = 15.0
-    slot_offset_s: float = 12.0
-    policy: str = "highest-elevation"
-    isl: str = "none"
-    handover_stall_ms: float = 0.0
-    sample_step_s: float = 1.0
-    terminal_min_elevation_deg: float = 25.0
-    gateway_min_elevation_deg: float = 25.0
-    beam_capacity_mbps: float = 20000.0
+class GroundMasks:
+    """The ``scheduler:`` section's default minimum elevations, for terminals and gateways that
+    give none of their own (defaults: core ``Terminal``'s and ``Gateway``'s)."""
+
+    terminal_min_elevation_deg: float = Terminal.min_elevation_deg
+    gateway_min_elevation_deg: float = Gateway.min_elevation_deg
 
 
 @dataclass(frozen=True)
 class GatewaySpec:
+    """A gateway as the scenario gives it (defaults are filled in by the parser from core ``Gateway``)."""
+
     id: str
     location: GeoSpec
     min_elevation_deg: float
-    capacity_mbps: float = 20000.0
-    fibre_route_factor: float = 1.5
+    capacity_mbps: float
+    fibre_route_factor: float
 
 
 @dataclass(frozen=True)
@@ -117,9 +105,11 @@ class RegionSpec:
 
 @dataclass(frozen=True)
 class TerminalSpec:
+    """A data center's dish as the scenario gives it (defaults from core ``Terminal``)."""
+
     min_elevation_deg: float
-    uplink_mbps: float = 40.0
-    downlink_mbps: float = 200.0
+    uplink_mbps: float
+    downlink_mbps: float
 
 
 @dataclass(frozen=True)
@@ -168,7 +158,7 @@ class Scenario:
     speed: float
     duration_s: float | None
     constellation: ConstellationSpec
-    scheduler: SchedulerSpec
+    scheduler: SchedulerConfig
     regions: tuple[RegionSpec, ...]
     data_centers: tuple[DataCenterSpec, ...]
     source: str = "<built-in>"
@@ -345,7 +335,7 @@ def _constellation(f: _Fields, base_dir: Path | None) -> ConstellationSpec:
                 sats_per_plane=s.integer("sats_per_plane", lo=1, hi=1000),
                 altitude_km=s.number("altitude_km", lo=160, hi=40_000, required=True),
                 inclination_deg=s.number("inclination_deg", lo=0, hi=180, required=True),
-                phasing=s.integer("phasing", 1, lo=0, hi=1000),
+                phasing=s.integer("phasing", ShellSpec.phasing, lo=0, hi=1000),
             )
         )
         s.done()
@@ -364,31 +354,40 @@ def _constellation(f: _Fields, base_dir: Path | None) -> ConstellationSpec:
     return ConstellationSpec(preset, tle_file, name_filter, skip_invalid, tuple(shells))
 
 
-def _scheduler(f: _Fields) -> SchedulerSpec:
-    d = SchedulerSpec()
-    spec = SchedulerSpec(
-        mode=f.choice("mode", SCHEDULER_MODES, d.mode),
-        slot_interval_s=f.number("slot_interval_s", d.slot_interval_s, lo=0, hi=3600, lo_open=True),
-        slot_offset_s=f.number("slot_offset_s", d.slot_offset_s, lo=0, hi=3600),
-        policy=f.choice("policy", POLICIES, d.policy),
-        isl=f.choice("isl", ISL_MODES, d.isl),
-        handover_stall_ms=f.number("handover_stall_ms", d.handover_stall_ms, lo=0, hi=10_000),
-        sample_step_s=f.number("sample_step_s", d.sample_step_s, lo=0, hi=60, lo_open=True),
+def _scheduler(f: _Fields) -> tuple[SchedulerConfig, GroundMasks]:
+    """The ``scheduler:`` section: core's ``SchedulerConfig`` (its defaults) and the ground masks."""
+    defaults = SchedulerConfig()
+    fields = dict(
+        mode=f.choice("mode", MODES, defaults.mode),
+        slot_interval_s=f.number("slot_interval_s", defaults.slot_interval_s, lo=0, hi=3600, lo_open=True),
+        slot_offset_s=f.number("slot_offset_s", defaults.slot_offset_s, lo=0, hi=3600),
+        policy=f.choice("policy", POLICIES, defaults.policy),
+        isl=f.choice("isl", ISL_MODES, defaults.isl),
+        handover_stall_ms=f.number("handover_stall_ms", defaults.handover_stall_ms, lo=0, hi=10_000),
+        sample_step_s=f.number("sample_step_s", defaults.sample_step_s, lo=0, hi=60, lo_open=True),
+        beam_capacity_mbps=f.number(
+            "beam_capacity_mbps", defaults.beam_capacity_mbps, lo=0, hi=1e7, lo_open=True
+        ),
+    )
+    masks = GroundMasks(
         terminal_min_elevation_deg=f.number(
-            "terminal_min_elevation_deg", d.terminal_min_elevation_deg, lo=0, hi=90
+            "terminal_min_elevation_deg", GroundMasks.terminal_min_elevation_deg, lo=0, hi=90
         ),
         gateway_min_elevation_deg=f.number(
-            "gateway_min_elevation_deg", d.gateway_min_elevation_deg, lo=0, hi=90
+            "gateway_min_elevation_deg", GroundMasks.gateway_min_elevation_deg, lo=0, hi=90
         ),
-        beam_capacity_mbps=f.number("beam_capacity_mbps", d.beam_capacity_mbps, lo=0, hi=1e7, lo_open=True),
     )
     f.done()
-    if spec.slot_offset_s >= spec.slot_interval_s:
+    if fields["slot_offset_s"] >= fields["slot_interval_s"]:
         raise ScenarioError(f"{f.at('slot_offset_s')}: must be smaller than slot_interval_s")
-    return spec
+    try:
+        config = SchedulerConfig(**fields)
+    except ValueError as exc:  # core's checks name the field as "scheduler.<key>: ..."
+        raise ScenarioError(str(exc)) from None
+    return config, masks
 
 
-def _region(f: _Fields, scheduler: SchedulerSpec) -> RegionSpec:
+def _region(f: _Fields, masks: GroundMasks) -> RegionSpec:
     rid = _identifier(f)
     preset = f.string("preset")
     display = f.string("display_name")
@@ -416,23 +415,29 @@ def _region(f: _Fields, scheduler: SchedulerSpec) -> RegionSpec:
                     lon=g.number("lon", lo=-180, hi=180, required=True),
                     alt_m=g.number("alt_m", 0.0, lo=-500, hi=10_000),
                 ),
-                min_elevation_deg=g.number(
-                    "min_elevation_deg", scheduler.gateway_min_elevation_deg, lo=0, hi=90
-                ),
-                capacity_mbps=g.number("capacity_mbps", 20000.0, lo=0, hi=1e7, lo_open=True),
-                fibre_route_factor=g.number("fibre_route_factor", 1.5, lo=1, hi=10),
+                min_elevation_deg=g.number("min_elevation_deg", masks.gateway_min_elevation_deg, lo=0, hi=90),
+                capacity_mbps=g.number("capacity_mbps", Gateway.capacity_mbps, lo=0, hi=1e7, lo_open=True),
+                fibre_route_factor=g.number("fibre_route_factor", Gateway.fibre_route_factor, lo=1, hi=10),
             )
         )
         g.done()
     if not gateways:
         # Starlink gateways sit at Azure data centers: one at the region itself by default.
-        gateways.append(GatewaySpec(f"gw-{rid}", location, scheduler.gateway_min_elevation_deg))
+        gateways.append(
+            GatewaySpec(
+                f"gw-{rid}",
+                location,
+                masks.gateway_min_elevation_deg,
+                Gateway.capacity_mbps,
+                Gateway.fibre_route_factor,
+            )
+        )
     _unique([g.id for g in gateways], f.at("gateways"))
     f.done()
     return RegionSpec(rid, display or rid, location, tuple(gateways))
 
 
-def _data_center(f: _Fields, scheduler: SchedulerSpec, region_ids: set[str]) -> DataCenterSpec:
+def _data_center(f: _Fields, masks: GroundMasks, region_ids: set[str]) -> DataCenterSpec:
     dcid = _identifier(f)
     home = f.string("home_region", required=True)
     if home not in region_ids:
@@ -457,9 +462,9 @@ def _data_center(f: _Fields, scheduler: SchedulerSpec, region_ids: set[str]) -> 
         raise ScenarioError(f"{f.path}: give exactly one of location, track")
     tf = f.sub("terminal")
     terminal = TerminalSpec(
-        min_elevation_deg=tf.number("min_elevation_deg", scheduler.terminal_min_elevation_deg, lo=0, hi=90),
-        uplink_mbps=tf.number("uplink_mbps", 40.0, lo=0, hi=1e6, lo_open=True),
-        downlink_mbps=tf.number("downlink_mbps", 200.0, lo=0, hi=1e6, lo_open=True),
+        min_elevation_deg=tf.number("min_elevation_deg", masks.terminal_min_elevation_deg, lo=0, hi=90),
+        uplink_mbps=tf.number("uplink_mbps", Terminal.uplink_mbps, lo=0, hi=1e6, lo_open=True),
+        downlink_mbps=tf.number("downlink_mbps", Terminal.downlink_mbps, lo=0, hi=1e6, lo_open=True),
     )
     tf.done()
     wf = f.sub("workload")
@@ -498,13 +503,13 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
     if duration is not None:
         duration = f.number("duration_s", lo=0, hi=30 * 86_400, lo_open=True)
     constellation = _constellation(f.sub("constellation"), base_dir)
-    scheduler = _scheduler(f.sub("scheduler"))
-    regions = [_region(_Fields(item, path), scheduler) for path, item in f.items("regions", required=True)]
+    scheduler, masks = _scheduler(f.sub("scheduler"))
+    regions = [_region(_Fields(item, path), masks) for path, item in f.items("regions", required=True)]
     if not regions:
         raise ScenarioError("regions: at least one region is needed")
     _unique([r.id for r in regions], "regions")
     region_ids = {r.id for r in regions}
-    dcs = [_data_center(_Fields(item, path), scheduler, region_ids) for path, item in f.items("data_centers")]
+    dcs = [_data_center(_Fields(item, path), masks, region_ids) for path, item in f.items("data_centers")]
     _unique([d.id for d in dcs], "data_centers")
     gateway_ids = [g.id for r in regions for g in r.gateways]
     if len(set(gateway_ids)) != len(gateway_ids):

@@ -3,12 +3,8 @@ one-way delay, rate and outages in each direction (see ``relay`` and ``shaping``
 
 from skyhaul.terminal.relay import (
     DirectionStats,
-    Forward,
     TerminalRelay,
     TerminalStats,
-    new_event_loop,
-    parse_forwards,
-    run,
 )
 from skyhaul.terminal.shaping import (
     Direction,
@@ -26,13 +22,9 @@ __all__ = [
     "DirectionStats",
     "DownReason",
     "EmulatedLink",
-    "Forward",
     "LinkProfile",
     "Overrides",
     "TerminalRelay",
     "TerminalStats",
     "TokenBucket",
-    "new_event_loop",
-    "parse_forwards",
-    "run",
 ]

@@ -12,8 +12,8 @@ closes when both directions are done.
 
 Timers are scheduled per leave time with ``loop.call_at`` (no fixed tick). The default asyncio
 loop sleeps in ``epoll_wait``, which only counts whole milliseconds, so a timer can fire up to
-1 ms late: run the relay on ``new_event_loop()`` (microsecond selector timeouts), e.g. with
-``run(main())`` or ``asyncio.Runner(loop_factory=new_event_loop)``. Delivery timers are also
+1 ms late: run the relay on ``skyhaul.runtime.eventloop.new_event_loop()`` (microsecond selector
+timeouts), e.g. with ``asyncio.Runner(loop_factory=new_event_loop)``. Delivery timers are also
 aimed early by the loop's measured wake-up lateness (at most 0.5 ms), so bytes leave on time on
 average instead of always a little late.
 
@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import select
-import selectors
 from collections import deque
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
+from skyhaul.runtime.settings import Forward
 from skyhaul.terminal.shaping import Direction, DirectionShaper, EmulatedLink
 
 log = logging.getLogger(__name__)
@@ -63,45 +61,6 @@ _WRITE_HIGH_WATER = 1024 * 1024
 _COALESCE_S = 20e-6  # pieces due within this much of each other go out in one wake-up
 _MAX_LEAD_S = 0.0005  # never aim a delivery timer earlier than this
 _LATENESS_GAIN = 1 / 32  # weight of one wake-up in the running lateness estimate
-
-T = TypeVar("T")
-
-
-# --- a loop whose timers keep sub-millisecond time ---------------------------------------------
-
-_FD_SETSIZE = 1024
-
-if hasattr(selectors, "EpollSelector"):
-
-    class PreciseSelector(selectors.EpollSelector):
-        """An epoll selector whose timeouts have microsecond resolution.
-
-        asyncio rounds a selector timeout up to whole milliseconds for ``epoll_wait``, so a timer
-        fires up to 1 ms late. Waiting on the epoll descriptor itself with ``select()`` (whose
-        timeout is a timeval) and then collecting the events with a zero timeout keeps wake-ups
-        within the kernel's own latency.
-        """
-
-        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-            if timeout is not None and timeout > 0 and self._selector.fileno() < _FD_SETSIZE:
-                select.select([self._selector], [], [], timeout)
-                timeout = 0
-            return super().select(timeout)
-
-    def new_event_loop() -> asyncio.AbstractEventLoop:
-        """An asyncio loop with precise timers, for the process that runs a relay."""
-        return asyncio.SelectorEventLoop(PreciseSelector())
-
-else:  # pragma: no cover - non-Linux platforms keep their default loop (timers to about 1 ms)
-
-    def new_event_loop() -> asyncio.AbstractEventLoop:
-        return asyncio.new_event_loop()
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on a precise loop (Python 3.11 has no ``loop_factory`` on ``asyncio.run``)."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(main)
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -477,9 +436,9 @@ class _Endpoint(asyncio.BufferedProtocol):
 
 
 class _Connection:
-    def __init__(self, relay: TerminalRelay, forward: Forward) -> None:
+    def __init__(self, relay: TerminalRelay, listener: _Listener) -> None:
         self.relay = relay
-        self.forward = forward
+        self.forward = listener.forward
         self.uplink = _Pipe(relay, self, Direction.UPLINK)
         self.downlink = _Pipe(relay, self, Direction.DOWNLINK)
         self.client = _Endpoint(self, outbound=self.uplink, inbound=self.downlink)
@@ -518,7 +477,7 @@ class _Connection:
                 "terminal: cannot reach target %s:%d for a client on port %d (%s); closing the client",
                 forward.target_host,
                 forward.target_port,
-                forward.port,
+                forward.listen_port,
                 str(exc) or type(exc).__name__,
             )
             self.relay._failed_connections += 1
@@ -558,42 +517,20 @@ class _Connection:
 
 
 @dataclass
-class Forward:
-    """A listener: clients connecting to ``listen_host:port`` are relayed to the target."""
+class _Listener:
+    """One forward's listening socket: clients connecting to ``host:forward.listen_port`` are
+    relayed to ``forward.target``."""
 
-    listen_host: str
-    listen_port: int
-    target_host: str
-    target_port: int
-    server: asyncio.Server | None = field(default=None, repr=False)
+    host: str
+    forward: Forward
+    server: asyncio.Server | None = None
 
-    @property
-    def port(self) -> int:
-        """The bound port (the ephemeral one when ``listen_port`` was 0) once listening."""
+    def bound(self) -> Forward:
+        """The forward with the port actually bound (the ephemeral one when asked for 0)."""
         if self.server is not None and self.server.sockets:
-            return int(self.server.sockets[0].getsockname()[1])
-        return self.listen_port
-
-
-def parse_forwards(spec: str) -> list[tuple[int, str, int]]:
-    """``LOCALPORT=HOST:PORT[,...]`` (``SKYHAUL_TERMINAL_FORWARDS``, ``--forward``) into
-    ``(listen_port, target_host, target_port)`` triples."""
-    forwards = []
-    for index, item in enumerate(part.strip() for part in spec.split(",")):
-        if not item:
-            continue
-        local, sep, target = item.partition("=")
-        host, colon, port = target.rpartition(":")
-        if not sep or not colon or not host:
-            raise InvalidArgument(f"forwards[{index}]: {item!r} is not LOCALPORT=HOST:PORT")
-        try:
-            listen_port, target_port = int(local), int(port)
-        except ValueError:
-            raise InvalidArgument(f"forwards[{index}]: {item!r} has a port that is not a number") from None
-        _check_port(f"forwards[{index}] local port", listen_port, allow_zero=True)
-        _check_port(f"forwards[{index}] target port", target_port, allow_zero=False)
-        forwards.append((listen_port, host.strip("[]"), target_port))
-    return forwards
+            port = int(self.server.sockets[0].getsockname()[1])
+            return Forward(port, self.forward.target_host, self.forward.target_port)
+        return self.forward
 
 
 def _check_port(name: str, port: object, *, allow_zero: bool) -> None:
@@ -637,7 +574,7 @@ class TerminalRelay:
         self.read_size = read_size
         self.drain_timeout_s = float(drain_timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
-        self._forwards: list[Forward] = []
+        self._listeners: list[_Listener] = []
         self._connections: set[_Connection] = set()
         self._counters = {direction: _Counters() for direction in Direction}
         self._transmitters = {direction: _Transmitter(self) for direction in Direction}
@@ -663,24 +600,26 @@ class TerminalRelay:
 
     @property
     def forwards(self) -> list[Forward]:
-        return list(self._forwards)
+        """The forwards, each with its bound port once listening (see ``add_forward``)."""
+        return [listener.bound() for listener in self._listeners]
 
     async def add_forward(
         self, listen_host: str, listen_port: int, target_host: str, target_port: int
     ) -> Forward:
-        """Relay ``listen_host:listen_port`` (0: an ephemeral port, see ``Forward.port``) to the
-        target. Listens at once if the relay is running, else at ``start()``."""
+        """Relay ``listen_host:listen_port`` to the target. Listens at once if the relay is
+        running (the returned forward then has the bound port), else at ``start()``; with port 0
+        an ephemeral port is bound, which ``forwards`` shows once listening."""
         if not isinstance(listen_host, str) or not isinstance(target_host, str) or not target_host:
             raise InvalidArgument(
                 f"forward: listen_host {listen_host!r} and target_host {target_host!r} must be host names"
             )
         _check_port("listen_port", listen_port, allow_zero=True)
         _check_port("target_port", target_port, allow_zero=False)
-        forward = Forward(listen_host, listen_port, target_host, target_port)
+        listener = _Listener(listen_host, Forward(listen_port, target_host, target_port))
         if self._running:
-            await self._listen(forward)
-        self._forwards.append(forward)
-        return forward
+            await self._listen(listener)
+        self._listeners.append(listener)
+        return listener.bound()
 
     async def start(self) -> None:
         if self._running:
@@ -689,8 +628,8 @@ class TerminalRelay:
         self._unsubscribe = self.link.subscribe(self._link_changed)
         self._running = True
         try:
-            for forward in self._forwards:
-                await self._listen(forward)
+            for listener in self._listeners:
+                await self._listen(listener)
         except BaseException:
             await self.stop(drain_timeout_s=0)
             raise
@@ -700,7 +639,7 @@ class TerminalRelay:
         if not self._running:
             return
         self._running = False
-        servers = [forward.server for forward in self._forwards if forward.server is not None]
+        servers = [listener.server for listener in self._listeners if listener.server is not None]
         for server in servers:
             server.close()
         timeout = self.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -721,8 +660,8 @@ class TerminalRelay:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
             except TimeoutError:
                 log.warning("terminal: a listener did not close within 1 s")
-        for forward in self._forwards:
-            forward.server = None
+        for listener in self._listeners:
+            listener.server = None
         for transmitter in self._transmitters.values():
             transmitter.close()
         if self._unsubscribe is not None:
@@ -770,19 +709,19 @@ class TerminalRelay:
 
     # --- internals ---------------------------------------------------------------------------
 
-    async def _listen(self, forward: Forward) -> None:
+    async def _listen(self, listener: _Listener) -> None:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             raise FailedPrecondition(
                 "terminal relay: add_forward must run on the loop that started the relay"
             )
         try:
-            forward.server = await loop.create_server(
-                lambda: _Connection(self, forward).client, forward.listen_host, forward.listen_port
+            listener.server = await loop.create_server(
+                lambda: _Connection(self, listener).client, listener.host, listener.forward.listen_port
             )
         except OSError as exc:
             raise FailedPrecondition(
-                f"forward {forward.listen_host}:{forward.listen_port} -> {forward.target_host}:{forward.target_port}: "
+                f"forward {listener.host}:{listener.forward.listen_port} -> {listener.forward.target}: "
                 f"cannot listen ({exc.strerror or exc}); pick a free port or 0 for an ephemeral one"
             ) from exc
 

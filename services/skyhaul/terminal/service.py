@@ -14,12 +14,13 @@ import time
 import grpc
 from opentelemetry import trace
 
-from skyhaul.runtime.bus import EventSubscriber
 from skyhaul.runtime.clock import EmulationClock, to_timestamp, to_unix
 from skyhaul.runtime.errors import InvalidArgument
+from skyhaul.runtime.eventloop import new_event_loop
+from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate, route_valid_until
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings, parse_hostport
-from skyhaul.terminal.relay import TerminalRelay, new_event_loop
+from skyhaul.terminal.relay import TerminalRelay
 from skyhaul.terminal.shaping import EmulatedLink, LinkProfile
 from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
 
@@ -29,29 +30,24 @@ tracer = trace.get_tracer(__name__)
 # The relay needs timers more precise than the default loop's; `skyhaul serve terminal` uses this.
 LOOP_FACTORY = new_event_loop
 
-# A route stays valid this many slots past its own slot's end: a late event must not blink the link,
-# but a lost links service must not be emulated forever.
-GRACE_SLOTS = 1.0
-
 
 def _seconds(d) -> float:
     return d.seconds + d.nanos * 1e-9
 
 
 def profile_from_route(route: route_pb2.Route, clock: EmulationClock) -> LinkProfile:
-    """The relay's wall-time profile for one slot's route (NaN samples end the route early)."""
-    slot_end = to_unix(route.slot.end) if route.HasField("slot") else clock.now()
-    slot_len = slot_end - to_unix(route.slot.start) if route.HasField("slot") else 15.0
-    valid_until = clock.to_wall(slot_end + GRACE_SLOTS * max(slot_len, 0.0))
+    """The relay's wall-time profile for one slot's route (NaN samples end the route early).
+
+    The profile is valid exactly as long as the link follower holds the route valid, so the dish
+    and the data center's view of the link expire together."""
+    valid_until = route_valid_until(route, clock)
     if not route.available:
-        return LinkProfile.unavailable(valid_until=clock.to_wall(slot_end))
+        return LinkProfile.unavailable(valid_until=valid_until)
     samples = list(route.delay_samples_ms) or [route.one_way_delay_ms]
     step = _seconds(route.samples_step) or 1.0
     start = to_unix(route.samples_start) if route.HasField("samples_start") else to_unix(route.at)
     cut = next((k for k, ms in enumerate(samples) if not math.isfinite(ms)), None)
     if cut is not None:
-        # The held satellite sets before the slot ends: down from there until the next slot.
-        valid_until = clock.to_wall(start + cut * step)
         samples = samples[:cut] or [route.one_way_delay_ms]
     stall = _seconds(route.handover_stall)
     stalls = (
@@ -70,53 +66,53 @@ def profile_from_route(route: route_pb2.Route, clock: EmulationClock) -> LinkPro
 
 
 class RouteFeed:
-    """Follows this data center's route events and keeps the emulated link's profile current."""
+    """Keeps the emulated link's profile on this data center's current route (from the follower)."""
 
     def __init__(self, settings: Settings, clock: EmulationClock, link: EmulatedLink) -> None:
         self.dc_id = settings.data_center_id
         self.clock = clock
         self.link = link
-        self.subscriber = EventSubscriber(settings.redis_url, after_sequence=None)
-        self.last_sequence = 0
-        self.satellite = -1
+        home_region = settings.scenario.data_center(self.dc_id).home_region
+        self.follower = LinkFollower(self.dc_id, home_region, clock, redis_url=settings.redis_url)
+        self.follower.on_update(self._updated)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="terminal-route-feed")
+        self._task = asyncio.create_task(self.follower.run(), name="terminal-route-feed")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.subscriber.aclose()
+
+    @property
+    def last_sequence(self) -> int:
+        return self.follower.last_sequence
+
+    @property
+    def satellite(self) -> int:
+        route = self.follower.route
+        return -1 if route is None else route.first_satellite_index
 
     @property
     def stale(self) -> bool:
         """No current route: never received one, or the last one expired (links is gone)."""
-        profile = self.link.profile
-        return profile is None or (
-            profile.valid_until is not None and time.time() > profile.valid_until + 1.0
-        )
+        return self.follower.stale()
 
     def apply(self, route: route_pb2.Route) -> None:
         self.link.set_profile(profile_from_route(route, self.clock))
-        self.satellite = route.first_satellite_index
 
-    async def _run(self) -> None:
-        async for event, ctx in self.subscriber.events_with_context():
-            kind = event.WhichOneof("body")
-            self.last_sequence = event.sequence
-            if kind == "snapshot":
-                for route in event.snapshot.routes:
-                    if route.data_center_id == self.dc_id:
-                        self.apply(route)
-            elif kind == "route_changed" and event.route_changed.route.data_center_id == self.dc_id:
-                with tracer.start_as_current_span("terminal.apply_route", context=ctx) as span:
-                    route = event.route_changed.route
-                    span.set_attribute("skyhaul.data_center", self.dc_id)
-                    span.set_attribute("skyhaul.sequence", event.sequence)
-                    span.set_attribute("skyhaul.available", route.available)
-                    self.apply(route)
+    def _updated(self, update: LinkUpdate) -> None:
+        if update.route is None:
+            return  # a status alone changes no profile: the route says what the dish does
+        if update.kind != "route_changed":
+            self.apply(update.route)
+            return
+        with tracer.start_as_current_span("terminal.apply_route", context=update.context) as span:
+            span.set_attribute("skyhaul.data_center", self.dc_id)
+            span.set_attribute("skyhaul.sequence", update.event.sequence)
+            span.set_attribute("skyhaul.available", update.route.available)
+            self.apply(update.route)
 
 
 class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
@@ -164,8 +160,7 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
             active_connections=s.active_connections,
             total_connections=s.total_connections,
             forwards=[
-                terminal_pb2.Forward(listen_port=f.port, target=f"{f.target_host}:{f.target_port}")
-                for f in self.relay.forwards
+                terminal_pb2.Forward(listen_port=f.listen_port, target=f.target) for f in self.relay.forwards
             ],
             overrides=self._overrides(),
             last_event_sequence=self.feed.last_sequence,
@@ -243,7 +238,7 @@ class TerminalApp(ServiceApp):
                 )
             else:
                 log.info("route feed current again")
-        return self.feed.subscriber.connected and not stale
+        return self.feed.follower.subscribed and not stale
 
 
 def build(settings: Settings, clock: EmulationClock) -> TerminalApp:

@@ -5,15 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sgp4
+from support.shared_data import shared_data
 
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.tle import TleError, load_tle_file, parse_tle_text, tle_checksum
-
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-TLE_DIR = DATA_DIR / "tle"
-needs_data = pytest.mark.skipif(
-    not TLE_DIR.is_dir(), reason=f"reference TLE snapshots not found at {TLE_DIR}"
-)
 
 
 def _vallado_pairs():
@@ -157,7 +152,6 @@ def test_empty_text_gives_no_records():
     assert parse_tle_text("").records == [] and parse_tle_text("\n\n  \n").skipped == []
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("file_name", "count", "starlink"),
     [
@@ -168,7 +162,7 @@ def test_empty_text_gives_no_records():
     ],
 )
 def test_real_snapshots_load(file_name, count, starlink):
-    path = TLE_DIR / file_name
+    path = shared_data(f"tle/{file_name}")
     result = load_tle_file(path)
     assert len(result.records) == count and result.skipped == []
     assert len(load_tle_file(path, name_filter="STARLINK-*").records) == starlink
@@ -176,9 +170,8 @@ def test_real_snapshots_load(file_name, count, starlink):
     assert elements.size == count and len(set(elements.norad_id.tolist())) == count
 
 
-@needs_data
 def test_crlf_snapshot_and_one_bad_set_among_hundreds(tmp_path):
-    source = TLE_DIR / "starlink_2020-12-30.tle"
+    source = shared_data("tle/starlink_2020-12-30.tle")
     data = source.read_bytes()
     assert b"\r\n" in data
     lines = data.decode().split("\r\n")

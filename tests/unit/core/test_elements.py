@@ -218,7 +218,7 @@ def test_build_shells_from_dicts_and_specs():
         EPOCH,
     )
     assert elements.size == 26 and [s.name for s in elements.shells] == ["s1", "s2"]
-    assert elements.shells[1].phasing == 0 and elements.shells[1].raan_spread_deg == 360.0
+    assert elements.shells[1].phasing == 1 and elements.shells[1].raan_spread_deg == 360.0
 
 
 @pytest.mark.parametrize(

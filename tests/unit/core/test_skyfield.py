@@ -7,22 +7,18 @@ precession-nutation model, which cancels out of a topocentric vector. What is le
 """
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 skyfield_api = pytest.importorskip("skyfield.api")
 
+from support.shared_data import shared_data  # noqa: E402
+
 from skyhaul.core.elements import ElementSet  # noqa: E402
 from skyhaul.core.geometry import GroundPoints  # noqa: E402
 from skyhaul.core.propagate import Propagator  # noqa: E402
 from skyhaul.core.tle import load_tle_file  # noqa: E402
-
-TLE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tle"
-pytestmark = pytest.mark.skipif(
-    not TLE_DIR.is_dir(), reason=f"reference TLE snapshots not found at {TLE_DIR}"
-)
 
 GROUND = [  # (lat, lon, alt_km): Quincy WA, Prudhoe Bay, Singapore, Sydney, a 3 km plateau in the Andes
     (47.233, -119.852, 0.4),
@@ -34,7 +30,7 @@ GROUND = [  # (lat, lon, alt_km): Quincy WA, Prudhoe Bay, Singapore, Sydney, a 3
 
 
 def _sample(file_name, every):
-    records = load_tle_file(TLE_DIR / file_name).records
+    records = load_tle_file(shared_data(f"tle/{file_name}")).records
     return records[::every]
 
 
