@@ -554,10 +554,12 @@ def test_forward_all_listens_writes_the_env_file_and_stops(tmp_path, monkeypatch
 
 def test_find_spanning_trace_needs_spans_from_every_required_service():
     payload = json.loads((FIXTURES / "jaeger-traces.json").read_text())
-    trace_id, count, seen = traces.find_spanning_trace(payload, {"mdc", "terminal", "region"})
+    trace_id, count, seen = traces.find_spanning_trace(
+        payload, {"skyhaul-mdc", "skyhaul-terminal", "skyhaul-region"}
+    )
     assert trace_id == "7d2a61f0c9e84b1f8a5c3e2d1b0a9f87" and count == 2
-    trace_id, _, seen = traces.find_spanning_trace(payload, {"mdc", "orbit"})
-    assert trace_id is None and seen == {"mdc", "links", "terminal", "region"}
+    trace_id, _, seen = traces.find_spanning_trace(payload, {"skyhaul-mdc", "skyhaul-orbit"})
+    assert trace_id is None and seen == {"skyhaul-mdc", "skyhaul-links", "skyhaul-terminal", "skyhaul-region"}
 
 
 def test_traces_polls_through_outages_until_a_spanning_trace_appears(capsys):
@@ -577,8 +579,9 @@ def test_traces_polls_through_outages_until_a_spanning_trace_appears(capsys):
     args = parse("traces", "--jaeger-url", "http://127.0.0.1:16686/", "--interval", "5")
     assert traces.run_traces(args, fetch=fetch, clock=clock, sleep=clock.sleep) == 0
     out = capsys.readouterr().out
-    assert asked[0] == ("http://127.0.0.1:16686/", "mdc", "1h") and len(asked) == 4
-    assert "not answering" in out and "services seen: links, mdc" in out
+    # plain names on the command line, Jaeger asked for the service.name the services report
+    assert asked[0] == ("http://127.0.0.1:16686/", "skyhaul-mdc", "1h") and len(asked) == 4
+    assert "not answering" in out and "services seen: skyhaul-links, skyhaul-mdc" in out
     assert "http://127.0.0.1:16686/trace/7d2a61f0c9e84b1f8a5c3e2d1b0a9f87" in out
 
 
@@ -588,8 +591,8 @@ def test_traces_times_out_with_what_it_saw(capsys):
     args = parse("traces", "--require", "mdc,orbit", "--timeout", "20")
     assert traces.run_traces(args, fetch=lambda *a: payload, clock=clock, sleep=clock.sleep) == 1
     out = capsys.readouterr().out
-    assert "timed out after 20 s: no trace of mdc spans mdc, orbit" in out
-    assert "services seen: links, mdc, region, terminal" in out
+    assert "timed out after 20 s: no trace of skyhaul-mdc spans skyhaul-mdc, skyhaul-orbit" in out
+    assert "services seen: skyhaul-links, skyhaul-mdc, skyhaul-region, skyhaul-terminal" in out
 
 
 # --- errors and configuration --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from skyhaul.cli.k8s.api import EXIT_NOT_READY, EXIT_OK
+from skyhaul.runtime.telemetry import service_name
 
 
 def trace_services(trace: dict[str, Any]) -> set[str]:
@@ -48,6 +49,10 @@ def fetch_jaeger_traces(base_url: str, service: str, lookback: str, limit: int =
         return json.load(response)
 
 
+def _reported_name(name: str) -> str:
+    return name if name.startswith("skyhaul-") else service_name(name)
+
+
 def run_traces(
     args: argparse.Namespace,
     fetch: Callable[[str, str, str], dict[str, Any]] = fetch_jaeger_traces,
@@ -56,19 +61,21 @@ def run_traces(
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     out = out or sys.stdout
-    required = {name.strip() for name in args.require.split(",") if name.strip()} | {args.service}
+    # Users name services as the CLI does (mdc); Jaeger knows them by their service.name.
+    service = _reported_name(args.service)
+    required = {_reported_name(name.strip()) for name in args.require.split(",") if name.strip()} | {service}
     start = clock()
     last = ""
     while True:
         try:
             trace_id, count, seen = find_spanning_trace(
-                fetch(args.jaeger_url, args.service, args.lookback), required
+                fetch(args.jaeger_url, service, args.lookback), required
             )
             if trace_id:
                 print(f"trace {trace_id} spans {', '.join(sorted(required))}", file=out)
                 print(f"  {args.jaeger_url.rstrip('/')}/trace/{trace_id}", file=out)
                 return EXIT_OK
-            status = f"{count} traces of {args.service}; services seen: {', '.join(sorted(seen)) or 'none'}"
+            status = f"{count} traces of {service}; services seen: {', '.join(sorted(seen)) or 'none'}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             status = f"Jaeger at {args.jaeger_url} not answering: {exc}"
         if status != last:
@@ -76,7 +83,7 @@ def run_traces(
             last = status
         if clock() - start >= args.timeout:
             print(
-                f"timed out after {args.timeout:.0f} s: no trace of {args.service} spans "
+                f"timed out after {args.timeout:.0f} s: no trace of {service} spans "
                 f"{', '.join(sorted(required))} ({status})",
                 file=out,
             )
