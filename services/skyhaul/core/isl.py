@@ -241,7 +241,15 @@ class IslTopology:
         if plane is None or slot is None:
             plane = np.full(n, -1)
             slot = np.full(n, -1)
-        return cls(mode, elements.shell, plane, slot, r_ref_km, min_altitude_km)
+        return cls(
+            mode,
+            elements.shell,
+            plane,
+            slot,
+            r_ref_km,
+            min_altitude_km,
+            constellation=_constellation_name(elements),
+        )
 
     def usable(self, r_km: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
         """Which pairs are usable at positions r (N, 3) or (T, N, 3): finite ends, line of sight
