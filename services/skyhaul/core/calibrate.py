@@ -12,8 +12,8 @@ trace's location, e.g. from ``LinkModel`` and ``terrestrial_rtt_ms``), on the ex
 2. *Jitter*: the excess over the slot's minimum, away from the spike (later than ``quiet_after_s``
    in the slot), by the method of moments for a gamma law.
 3. *Spike*: the median over slots of (RTT - slot median) in fine bins after the slot start; its
-   delay is the first bin with enough replies (probes before it are lost), height and decay from a
-   least-squares fit of ``h exp(-(dt - delay) / decay)``.
+   delay is the highest of the first 0.6 s's bins with enough replies (probes before it may be
+   lost), height and decay from a least-squares fit of ``h exp(-(dt - delay) / decay)``.
 4. *Loss* (when the trace can tell, i.e. it has sequence numbers or empty rows): rates by 50 ms bin
    around the boundary; bins contiguous with the boundary with a rate of 25 % or more (and at least
    3 losses) make the boundary window, the rest is the base rate. Dish exports give only a mean
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import curve_fit, minimize
 
 from skyhaul.core import traces as trace_stats
 from skyhaul.core.latency import STARLINK, LatencyParams, PathProfile, TerminalSamples, terminal_samples
@@ -102,6 +102,7 @@ def _fit_offsets(
     if high.any():
         fit["offset_high_min_ms"] = float(offsets[high].min())
         fit["offset_high_mean_ms"] = float((offsets[high] - offsets[high].min()).mean())
+        fit.update(_mixture_mle(offsets, fit))
     # Keep probability: the one whose simulated boundary steps (same mixture, 4 000 slots, fixed
     # seed) are closest in Kolmogorov-Smirnov distance to the observed steps between adjacent slots.
     adjacent = np.diff(slots) == 1
@@ -122,6 +123,40 @@ def _fit_offsets(
             best = min(best, (trace_stats.ks_distance(observed, steps), float(keep)))
         fit["offset_keep_prob"] = best[1]
     return fit
+
+
+def _mixture_mle(offsets: np.ndarray, start: dict[str, float]) -> dict[str, float]:
+    """Maximum likelihood of (share, low mean, high mean) with the high component's minimum fixed:
+    the split at a threshold counts the low component's tail as high; the likelihood does not."""
+    floor = start["offset_high_min_ms"]
+    above = offsets >= floor
+
+    def nll(x):
+        share = 1.0 / (1.0 + np.exp(-x[0]))
+        low, high = np.exp(np.clip(x[1:], -10.0, 10.0))
+        with np.errstate(over="ignore", under="ignore"):
+            density = (1 - share) * np.exp(-offsets / low) / low + share * np.where(
+                above, np.exp(-np.maximum(offsets - floor, 0.0) / high) / high, 0.0
+            )
+        return -float(np.sum(np.log(np.maximum(density, 1e-300))))
+
+    share0 = min(max(start["offset_high_prob"], 0.02), 0.98)
+    x0 = np.array(
+        [
+            np.log(share0 / (1 - share0)),
+            np.log(max(start["offset_low_mean_ms"], 0.05)),
+            np.log(max(start["offset_high_mean_ms"], 0.05)),
+        ]
+    )
+    result = minimize(nll, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
+    if not result.success or nll(result.x) > nll(x0):
+        return {}
+    share = 1.0 / (1.0 + np.exp(-result.x[0]))
+    return {
+        "offset_high_prob": float(share),
+        "offset_low_mean_ms": float(np.exp(result.x[1])),
+        "offset_high_mean_ms": float(np.exp(result.x[2])),
+    }
 
 
 def _fit_jitter(excess_over_slot_min: np.ndarray) -> dict[str, float]:
@@ -145,7 +180,11 @@ def _fit_spike(
     enough = counts >= max(3, 0.3 * np.median(counts))
     if not enough.any():
         return {"spike_height_ms": 0.0, "spike_delay_s": 0.0, "spike_decay_s": 0.05}
-    delay = float(starts[np.argmax(enough)])
+    # The spike starts at its highest bin (probes before it may be lost, or not yet delayed).
+    early = enough & np.isfinite(profile) & (starts < 0.6)
+    if not early.any():
+        return {"spike_height_ms": 0.0, "spike_delay_s": 0.0, "spike_decay_s": 0.05}
+    delay = float(starts[np.flatnonzero(early)[np.argmax(profile[early])]])
     sel = enough & (starts >= delay) & np.isfinite(profile)
     x = starts[sel] + bin_s / 2 - delay
     y = profile[sel]

@@ -30,8 +30,8 @@ Defaults (``STARLINK``) are fitted by ``skyhaul.core.calibrate`` (see ``docs/lin
   replies) and clarkzjw/LEOViz 2025-04-15 ``ping -D`` (5 008 probes); floor from starlink-gen1
   through the Bellingham WA gateway (community map 2023-10-10) plus Bellingham -> Seattle fibre.
   Loss only from the 2025 log (the others carry no sequence numbers): 9 of 5 008, none near a
-  boundary. Fit: access 3.72 ms; offset low Exp(2.39 ms), high 35.8 % at 5.49 ms + Exp(12.17 ms),
-  kept at a reconfiguration with 0.25; jitter gamma(1.62, 6.42 ms) (mean 10.4 ms); spike 57.2 ms
+  boundary. Fit: access 3.72 ms; offset low Exp(3.59 ms), high 16.7 % at 5.49 ms + Exp(23.7 ms),
+  kept at a reconfiguration with 0.15; jitter gamma(1.62, 6.42 ms) (mean 10.4 ms); spike 57.2 ms
   from 0.04 s decaying with 0.078 s; loss 0.18 %, no boundary excess.
 - laser: Seychelles (-4.68, 55.49) -> Frankfurt PoP over ISLs (clarkzjw/LEONetEM
   ``ping-example-isl.txt``, 2024-08-12, 10 337 probes, 3.26 % lost, 97 % of them within 0.5 s of a
@@ -162,11 +162,11 @@ class LatencyParams:
 # Fitted by skyhaul.core.calibrate to the traces named in the module docstring (see docs/link-model.md).
 STARLINK_BENT_PIPE = PathProfile(
     access_ms=3.72,
-    offset_low_mean_ms=2.39,
-    offset_high_prob=0.358,
+    offset_low_mean_ms=3.59,
+    offset_high_prob=0.167,
     offset_high_min_ms=5.49,
-    offset_high_mean_ms=12.17,
-    offset_keep_prob=0.25,
+    offset_high_mean_ms=23.7,
+    offset_keep_prob=0.15,
     jitter_shape=1.62,
     jitter_scale_ms=6.42,
     spike_height_ms=57.2,

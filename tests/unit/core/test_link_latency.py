@@ -159,3 +159,22 @@ def test_bad_mode_is_refused():
     with pytest.raises(ValueError, match="finite"):
         terminal_samples(np.array([np.nan]), 1.0, STARLINK, seed=0, terminal_id="x")
     assert isinstance(STARLINK.laser, PathProfile)
+
+
+def test_calibration_recovers_the_parameters_it_was_generated_with():
+    from skyhaul.core.calibrate import calibrate
+    from skyhaul.core.traces import Trace
+
+    times = T0 + np.arange(0.0, 3600.0, 0.01)
+    for laser in (False, True):
+        truth = STARLINK.profile(laser)
+        floor = 60.0 if laser else 9.5
+        samples = terminal_samples(times, floor, STARLINK, seed=11, terminal_id="synthetic", laser=laser)
+        fit = calibrate(Trace(times, samples.rtt_ms, "csv"), floor, laser=laser).params.profile(laser)
+        assert fit.access_ms == pytest.approx(truth.access_ms, abs=1.0)
+        assert fit.jitter_mean_ms == pytest.approx(truth.jitter_mean_ms, rel=0.05)
+        assert fit.spike_height_ms == pytest.approx(truth.spike_height_ms, rel=0.25)
+        assert fit.spike_delay_s == pytest.approx(truth.spike_delay_s, abs=0.03)
+        assert fit.offset_high_prob == pytest.approx(truth.offset_high_prob, abs=0.12)
+        assert fit.loss_base == pytest.approx(truth.loss_base, rel=0.3, abs=5e-4)
+        assert fit.loss_boundary == pytest.approx(truth.loss_boundary, abs=0.1)
