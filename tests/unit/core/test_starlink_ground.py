@@ -49,7 +49,9 @@ def test_override_and_bad_input(ground):
 def test_parse_errors():
     header = "kind,name,lat,lon,group,status,pop\n"
     with pytest.raises(ValueError, match="unknown PoP"):
-        parse_ground_csv(header + "pop,SEA,47.6,-122.3,north-america,,\ngateway,A,48,-122,north-america,live,FRA\n")
+        parse_ground_csv(
+            header + "pop,SEA,47.6,-122.3,north-america,,\ngateway,A,48,-122,north-america,live,FRA\n"
+        )
     with pytest.raises(ValueError, match="row 2"):
         parse_ground_csv(header + "pop,SEA,x,-122.3,north-america,,\n")
     with pytest.raises(ValueError, match="columns"):
