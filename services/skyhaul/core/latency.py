@@ -115,13 +115,6 @@ class PathProfile:
         p = self.offset_high_prob
         return (1 - p) * self.offset_low_mean_ms + p * (self.offset_high_min_ms + self.offset_high_mean_ms)
 
-    def loss_window_share(self, interval_s: float) -> float:
-        return min(1.0, (self.loss_before_s + self.loss_after_s) / interval_s)
-
-    @property
-    def mean_loss_hint(self) -> str:
-        return f"{self.loss_base:.2%} base, {self.loss_boundary:.0%} in the boundary window"
-
 
 @dataclass(frozen=True)
 class LatencyParams:

@@ -115,3 +115,47 @@ def test_spike_profile_finds_the_spike():
     rtt = 20.0 + np.where(pos < 0.1, 50.0, 0.0)
     starts, profile = spike_profile(t, rtt, 0.05, 0.5)
     assert profile[:2].tolist() == [50.0, 50.0] and np.all(profile[2:] == 0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "probes", "loss"),
+    [
+        ("traces/sey_20240812_ping.txt", 10_337, 337 / 10_337),
+        ("traces/vic_20250415_ping.txt", 5_008, 9 / 5_008),
+        ("traces/vic_20240910_ping.csv", 60_000, None),
+        ("traces/useast_20240509_history.csv", 900, 0.11),
+    ],
+)
+def test_the_shared_traces_parse_as_their_sources_say(name, probes, loss):
+    from support.shared_data import shared_file
+
+    from skyhaul.runtime.linkdata import load_trace
+
+    trace = load_trace(shared_file(name))
+    assert trace.t_unix.size == probes
+    if loss is None:
+        assert np.isnan(trace.loss_rate)
+    else:
+        assert trace.loss_rate == pytest.approx(loss, abs=0.005)
+
+
+def test_missing_shared_data_fails_in_ci(monkeypatch):
+    from support.shared_data import shared_file
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="missing"):
+        shared_file("traces/no-such-file.csv")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        shared_file("traces/no-such-file.csv")
+
+
+def test_load_trace_names_the_file(tmp_path):
+    from skyhaul.runtime.linkdata import load_trace
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("nothing here\n")
+    with pytest.raises(TraceFormatError, match="bad.txt"):
+        load_trace(bad)
+    with pytest.raises(TraceFormatError, match="cannot read"):
+        load_trace(tmp_path / "absent.txt")
