@@ -10,7 +10,7 @@ trace's location, e.g. from ``LinkModel`` and ``terrestrial_rtt_ms``), on the ex
    probability (a reconfiguration keeps the previous offset) is the one whose simulated steps best
    match (Kolmogorov-Smirnov) the observed offset steps between adjacent slots.
 2. *Jitter*: the excess over the slot's minimum, away from the spike (later than ``quiet_after_s``
-   in the slot), by the method of moments for a gamma law.
+   in the slot), by the method of moments for a gamma law (on values up to the 99.5th percentile).
 3. *Spike*: the median over slots of (RTT - slot median) in fine bins after the slot start; its
    delay is the highest of the first 0.6 s's bins with enough replies (probes before it may be
    lost), height and decay from a least-squares fit of ``h exp(-(dt - delay) / decay)``.
@@ -160,8 +160,11 @@ def _mixture_mle(offsets: np.ndarray, start: dict[str, float]) -> dict[str, floa
 
 
 def _fit_jitter(excess_over_slot_min: np.ndarray) -> dict[str, float]:
-    mean = float(excess_over_slot_min.mean())
-    var = float(excess_over_slot_min.var())
+    # Moments of the values up to the 99.5th percentile: one reply seconds late (a dish export's
+    # stalled second) would otherwise set the variance alone.
+    values = excess_over_slot_min[excess_over_slot_min <= np.quantile(excess_over_slot_min, 0.995)]
+    mean = float(values.mean())
+    var = float(values.var())
     if mean <= 0 or var <= 0:
         return {"jitter_shape": 1.0, "jitter_scale_ms": 0.0}
     return {"jitter_shape": mean * mean / var, "jitter_scale_ms": var / mean}

@@ -31,13 +31,13 @@ Defaults (``STARLINK``) are fitted by ``skyhaul.core.calibrate`` (see ``docs/lin
   through the Bellingham WA gateway (community map 2023-10-10) plus Bellingham -> Seattle fibre.
   Loss only from the 2025 log (the others carry no sequence numbers): 9 of 5 008, none near a
   boundary. Fit: access 3.72 ms; offset low Exp(3.59 ms), high 16.7 % at 5.49 ms + Exp(23.7 ms),
-  kept at a reconfiguration with 0.15; jitter gamma(1.62, 6.42 ms) (mean 10.4 ms); spike 57.2 ms
+  kept at a reconfiguration with 0.15; jitter gamma(1.96, 5.16 ms) (mean 10.1 ms); spike 57.2 ms
   from 0.04 s decaying with 0.078 s; loss 0.18 %, no boundary excess.
 - laser: Seychelles (-4.68, 55.49) -> Frankfurt PoP over ISLs (clarkzjw/LEONetEM
   ``ping-example-isl.txt``, 2024-08-12, 10 337 probes, 3.26 % lost, 97 % of them within 0.5 s of a
   boundary); floor from starlink-gen1 +grid, shortest-path policy, Frankfurt (Usingen) gateway.
   Fit: access 41.2 ms; offset high 90 % at 21.5 ms + Exp(17.0 ms), low Exp(0); kept with 0.15;
-  jitter gamma(1.92, 4.49 ms); spike 266 ms from 0.32 s (the probes before are lost) decaying with
+  jitter gamma(2.05, 4.15 ms); spike 266 ms from 0.32 s (the probes before are lost) decaying with
   0.11 s; loss 0.19 % base, 90 % from 0.20 s before to 0.35 s after a boundary. Ten slots only:
   the laser figures are the least certain.
 
@@ -160,8 +160,8 @@ STARLINK_BENT_PIPE = PathProfile(
     offset_high_min_ms=5.49,
     offset_high_mean_ms=23.7,
     offset_keep_prob=0.15,
-    jitter_shape=1.62,
-    jitter_scale_ms=6.42,
+    jitter_shape=1.96,
+    jitter_scale_ms=5.16,
     spike_height_ms=57.2,
     spike_delay_s=0.04,
     spike_decay_s=0.078,
@@ -177,8 +177,8 @@ STARLINK_LASER = PathProfile(
     offset_high_min_ms=21.5,
     offset_high_mean_ms=17.0,
     offset_keep_prob=0.15,
-    jitter_shape=1.92,
-    jitter_scale_ms=4.49,
+    jitter_shape=2.05,
+    jitter_scale_ms=4.15,
     spike_height_ms=266.0,
     spike_delay_s=0.32,
     spike_decay_s=0.110,

@@ -114,3 +114,12 @@ def test_laser_trace_fit_and_defaults(seychelles):
     assert fit.comparison.model_boundary_loss_share > 0.8  # the loss sits at the boundaries
     model = model_at_trace_times(trace, floor, STARLINK, laser=True, seed=7, terminal_id="seychelles")
     _check(compare(trace, model), "laser defaults")
+
+
+def test_dish_history_export_calibrates():
+    # A US dish's get_history (1 Hz PoP ping, drop rate per second); floor: a nominal 10 ms.
+    trace = load_trace(shared_file("traces/useast_20240509_history.csv"))
+    fit = calibrate(trace, 10.0)
+    assert fit.params.bent_pipe.loss_base == pytest.approx(trace.loss_rate)
+    model_q = dict(zip(fit.comparison.quantiles, fit.comparison.model_rtt_ms, strict=True))
+    assert model_q[0.5] == pytest.approx(float(np.nanmedian(trace.rtt_ms)), rel=0.15)
