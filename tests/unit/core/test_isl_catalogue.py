@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
-from support.shared_data import shared_file
+from support.shared_data import shared_data
 
 from skyhaul.core.constellations import build_preset
 from skyhaul.core.elements import ElementSet
@@ -21,7 +21,7 @@ SEATTLE, FRANKFURT, SYDNEY = (47.6, -122.3), (50.1, 8.7), (-33.9, 151.2)
 
 
 def _catalogue(name):
-    records = load_tle_file(shared_file(f"tle/{name}")).records
+    records = load_tle_file(shared_data(f"tle/{name}")).records
     elements = ElementSet.from_tle(records, shell_name=name.split("_")[0])
     t_ref = float(np.max(elements.epoch_unix))
     r, v, _ = Propagator(elements).teme(t_ref)

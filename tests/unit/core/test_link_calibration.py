@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.shared_data import shared_file
+from support.shared_data import shared_data
 
 from skyhaul.core.calibrate import calibrate, compare, link_floor_ms, model_at_trace_times
 from skyhaul.core.constellations import build_preset
@@ -72,14 +72,14 @@ def _check(comparison, what):
 def victoria():
     out = {}
     for name in VICTORIA_TRACES:
-        trace = load_trace(shared_file(f"traces/{name}"))
+        trace = load_trace(shared_data(f"traces/{name}"))
         out[name] = (trace, _floor_ms(trace, VICTORIA, "Bellingham, WA", "none"))
     return out
 
 
 @pytest.fixture(scope="module")
 def seychelles():
-    trace = load_trace(shared_file(f"traces/{LASER_TRACE}"))
+    trace = load_trace(shared_data(f"traces/{LASER_TRACE}"))
     return trace, _floor_ms(trace, SEYCHELLES, "Frankfurt, DE", "+grid")
 
 
@@ -118,7 +118,7 @@ def test_laser_trace_fit_and_defaults(seychelles):
 
 def test_dish_history_export_calibrates():
     # A US dish's get_history (1 Hz PoP ping, drop rate per second); floor: a nominal 10 ms.
-    trace = load_trace(shared_file("traces/useast_20240509_history.csv"))
+    trace = load_trace(shared_data("traces/useast_20240509_history.csv"))
     fit = calibrate(trace, 10.0)
     assert fit.params.bent_pipe.loss_base == pytest.approx(trace.loss_rate)
     model_q = dict(zip(fit.comparison.quantiles, fit.comparison.model_rtt_ms, strict=True))

@@ -127,27 +127,16 @@ def test_spike_profile_finds_the_spike():
     ],
 )
 def test_the_shared_traces_parse_as_their_sources_say(name, probes, loss):
-    from support.shared_data import shared_file
+    from support.shared_data import shared_data
 
     from skyhaul.runtime.linkdata import load_trace
 
-    trace = load_trace(shared_file(name))
+    trace = load_trace(shared_data(name))
     assert trace.t_unix.size == probes
     if loss is None:
         assert np.isnan(trace.loss_rate)
     else:
         assert trace.loss_rate == pytest.approx(loss, abs=0.005)
-
-
-def test_missing_shared_data_fails_in_ci(monkeypatch):
-    from support.shared_data import shared_file
-
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="missing"):
-        shared_file("traces/no-such-file.csv")
-    monkeypatch.setenv("CI", "")
-    with pytest.raises(pytest.skip.Exception):
-        shared_file("traces/no-such-file.csv")
 
 
 def test_load_trace_names_the_file(tmp_path):
