@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from skyhaul.runtime.clock import EmulationClock, shared_start
 from skyhaul.runtime.settings import Settings
 
@@ -50,7 +52,7 @@ async def make_clock(settings: Settings) -> EmulationClock:
         proposed = persisted if persisted is not None else time.time()
         try:
             start = await asyncio.wait_for(shared_start(settings.redis_url, scenario.name, proposed), 5.0)
-        except (OSError, TimeoutError, ConnectionError) as exc:
+        except (OSError, TimeoutError, ConnectionError, RedisError) as exc:
             log.warning(
                 "no shared clock start (Redis unreachable: %s); using %s",
                 exc,
