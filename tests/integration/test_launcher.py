@@ -415,3 +415,20 @@ def test_a_scenario_forward_that_is_not_port_equals_hostport_names_the_field(tmp
     scenario["data_centers"][0]["forwards"] = ["8080=127.0.0.1:9", "99999=127.0.0.1:9"]
     with pytest.raises(ScenarioError, match=r"data_centers\[0\]\.forwards\[1\]: '99999=127.0.0.1:9'"):
         parse_scenario(scenario)
+
+
+def test_up_refuses_a_run_dir_that_a_live_up_is_using(tmp_path, monkeypatch):
+    from skyhaul.runtime.launcher import register_run
+
+    monkeypatch.setenv("SKYHAUL_STATE_DIR", str(tmp_path / "state"))
+    register_run(tmp_path / "run")  # this test process stands for the live launcher
+    result = subprocess.run(
+        _skyhaul("up", "--run-dir", str(tmp_path / "run")),
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"in use by the skyhaul up with pid {os.getpid()}" in result.stderr
+    assert not (tmp_path / "run").exists()

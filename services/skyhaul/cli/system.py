@@ -117,6 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         LaunchError,
         LaunchInterrupted,
         RestartPolicy,
+        RunSelectionError,
         register_run,
         unregister_run,
     )
@@ -141,7 +142,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     console = Console(stderr=False)
-    register_run(launcher.run_dir)
+    try:
+        register_run(launcher.run_dir)
+    except RunSelectionError as exc:
+        return fail(f"{exc} (nothing was started)", EXIT_USAGE)
     try:
         try:
             endpoints = launcher.start()

@@ -605,8 +605,19 @@ def _process_started(pid: int) -> float | None:
 
 
 def register_run(run_dir: Path) -> Path:
-    """Record this process as the live launcher of `run_dir` (removed by unregister_run)."""
+    """Record this process as the live launcher of `run_dir` (removed by unregister_run).
+
+    Raises RunSelectionError when another live launcher already runs in `run_dir`.
+    """
     entry = _index_entry(run_dir)
+    try:
+        other = json.loads(entry.read_text())
+    except (OSError, ValueError):
+        other = {}
+    if other.get("pid") not in (None, os.getpid()) and _live(other):
+        raise RunSelectionError(
+            f"{run_dir} is in use by the skyhaul up with pid {other['pid']}; stop it or choose another --run-dir"
+        )
     entry.parent.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     record = {"run_dir": str(run_dir.resolve()), "pid": pid, "pid_started": _process_started(pid)}
