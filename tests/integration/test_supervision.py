@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import grpc
@@ -18,10 +19,8 @@ import pytest
 from support.storage import list_blobs, list_objects, payload, put_object, sha256_hex, wait_until
 from test_launcher import UpRun, _env, _skyhaul, alive, wait_gone
 
-from skyhaul.runtime.launcher import find_run
+from skyhaul.runtime.launcher import CrashLoop, Launcher, RestartPolicy, _Child, find_run
 from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc, region_pb2_grpc
-
-pytestmark = pytest.mark.slow
 
 DC = "mdc-kodiak"
 KINDS = ["orbit", "links", "region-westus2", f"terminal-{DC}", DC, "redis"]
@@ -52,6 +51,7 @@ async def _put_and_wait_synced(mdc, keys: list[str], digests: dict[str, str]) ->
     await wait_until(synced, "every object synced", timeout=300, every=0.5)
 
 
+@pytest.mark.slow
 async def test_kill_9_of_each_kind_of_child_is_restarted_and_nothing_put_is_lost(tmp_path):
     run = UpRun(tmp_path, "run", *FAST_RESTARTS)
     digests: dict[str, str] = {}
@@ -94,6 +94,7 @@ async def test_kill_9_of_each_kind_of_child_is_restarted_and_nothing_put_is_lost
         assert f"{kind} killed by SIGKILL; restarting" in err
 
 
+@pytest.mark.slow
 def test_a_child_that_keeps_crashing_stops_the_run_with_one_line_naming_it(tmp_path):
     run = UpRun(tmp_path, "run", *FAST_RESTARTS, "--max-restarts", "2", "--restart-window", "600")
     run.wait_serving()
@@ -114,6 +115,7 @@ def test_a_child_that_keeps_crashing_stops_the_run_with_one_line_naming_it(tmp_p
     assert run.state()["phase"] == "stopped"
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_launcher_takes_every_child_with_it(tmp_path, monkeypatch):
     run = UpRun(tmp_path, "run")
     run.wait_serving()
@@ -136,6 +138,7 @@ def _black_hole() -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("redis", ["never-answers", "embedded"])
 def test_sigterm_while_starting_stops_promptly_and_leaves_nothing(tmp_path, redis):
     hole = _black_hole()
@@ -169,3 +172,78 @@ def test_sigterm_while_starting_stops_promptly_and_leaves_nothing(tmp_path, redi
     assert run.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("skyhaul: interrupted while starting"), err
     assert not list((tmp_path / "state").glob("runs/*.json"))
+
+
+# --- the restart policy itself, on a real (short-lived) process and a simulated clock -----------
+
+
+class _Supervised(Launcher):
+    """A launcher whose one child is `python -c pass`: it dies at once, every time."""
+
+    def __init__(self, tmp_path, policy: RestartPolicy) -> None:
+        super().__init__(None, tmp_path / "run", redis_url="redis://unused", restart_policy=policy)
+        self.run_dir.mkdir(parents=True)
+        self.children["worker"] = _Child("worker", self._short_lived(), 0.0, served=True)
+
+    def _short_lived(self) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait()
+        return process
+
+    def _respawn(self, name: str) -> None:
+        self.children[name].process = self._short_lived()
+
+
+def _delays(launcher: _Supervised, crashes: int, *, ran_s: float = 0.0) -> list[float]:
+    """Let the child crash `crashes` times, each after running `ran_s`; the backoffs chosen."""
+    child, now, delays = launcher.children["worker"], 0.0, []
+    for _ in range(crashes):
+        child.started = now - ran_s
+        launcher.supervise(now=now)  # schedules the restart
+        delays.append(child.delay_s)
+        now = child.restart_at
+        launcher.supervise(now=now)  # runs it
+    return delays
+
+
+def test_restarts_back_off_exponentially_up_to_the_cap(tmp_path):
+    policy = RestartPolicy(initial_delay_s=1, max_delay_s=8, max_restarts=100, window_s=1e9)
+    launcher = _Supervised(tmp_path, policy)
+    assert _delays(launcher, 6) == [1, 2, 4, 8, 8, 8]
+    assert launcher.restarts() == {"worker": 6}
+
+
+def test_a_child_that_ran_for_the_stable_period_starts_again_from_the_first_delay(tmp_path):
+    policy = RestartPolicy(initial_delay_s=1, max_delay_s=8, stable_after_s=60, max_restarts=100, window_s=1)
+    launcher = _Supervised(tmp_path, policy)
+    assert _delays(launcher, 3) == [1, 2, 4]
+    assert _delays(launcher, 2, ran_s=61) == [1, 1]
+
+
+def test_more_restarts_than_allowed_within_the_window_is_a_crash_loop_naming_the_child(tmp_path):
+    launcher = _Supervised(tmp_path, RestartPolicy(initial_delay_s=1, max_restarts=3, window_s=100))
+    (launcher.run_dir / "logs").mkdir()
+    (launcher.run_dir / "logs" / "worker.log").write_text("starting\nTraceback: boom\n")
+    _delays(launcher, 3)
+    with pytest.raises(CrashLoop) as raised:
+        launcher.supervise(now=99.0)  # the fourth crash, 98 s after the first restart
+    assert str(raised.value).startswith("worker keeps crashing (exited with code 0; 3 restarts")
+    assert "\n" not in str(raised.value) and raised.value.log_tail.endswith("Traceback: boom")
+
+
+def test_restarts_spread_wider_than_the_window_never_stop_the_run(tmp_path):
+    launcher = _Supervised(
+        tmp_path, RestartPolicy(initial_delay_s=1, max_delay_s=1, max_restarts=2, window_s=5)
+    )
+    child, now = launcher.children["worker"], 0.0
+    for _ in range(10):  # one crash every 10 s: never more than one in any 5 s window
+        launcher.supervise(now=now)
+        launcher.supervise(now=child.restart_at)
+        now += 10
+    assert launcher.restarts() == {"worker": 10}
+
+
+def test_nothing_restarts_once_stopping(tmp_path):
+    launcher = _Supervised(tmp_path, RestartPolicy())
+    launcher.stop_event.set()
+    assert launcher.supervise(now=100.0) == [] and launcher.restarts() == {"worker": 0}
