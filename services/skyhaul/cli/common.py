@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from skyhaul.runtime.settings import ADDR_VARS, SERVICE_PORTS
@@ -31,19 +30,16 @@ def add_formatter(parser: argparse.ArgumentParser, epilog: str) -> None:
     parser.epilog = epilog
 
 
-def endpoints_file() -> Path:
-    from skyhaul.runtime.launcher import state_dir
-
-    return state_dir() / "endpoints.json"
-
-
 def running_endpoints() -> dict[str, Any] | None:
-    """What the last `skyhaul up` on this machine wrote, if it is still there."""
-    path = endpoints_file()
+    """The state of the run to talk to: `--run DIR` (SKYHAUL_RUN), else the one live `skyhaul up`
+    (found in the index under SKYHAUL_STATE_DIR), else None. Several live runs and none chosen:
+    one line on stderr and exit code 2, never a guess."""
+    from skyhaul.runtime.launcher import RunSelectionError, find_run
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        return find_run()
+    except RunSelectionError as exc:
+        raise SystemExit(fail(str(exc), EXIT_USAGE)) from None
 
 
 def resolve_address(service: str, explicit: str | None = None, label: str | None = None) -> str:

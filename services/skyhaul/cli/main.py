@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skyhaul", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"skyhaul {skyhaul.__version__}")
+    parser.add_argument(
+        "--run",
+        metavar="DIR",
+        help="talk to the `skyhaul up` running in DIR (its run dir; also SKYHAUL_RUN). "
+        "Default: the one live run under SKYHAUL_STATE_DIR",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -70,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.run:
+        os.environ["SKYHAUL_RUN"] = args.run  # read by cli/common.running_endpoints
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -6,6 +6,7 @@ import argparse
 import json
 import runpy
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,6 @@ from skyhaul.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     add_formatter,
-    endpoints_file,
     fail,
     print_json,
     running_endpoints,
@@ -32,11 +32,39 @@ def register(sub: argparse._SubParsersAction) -> None:
   skyhaul up                                          the built-in default scenario
   skyhaul up --scenario scenarios/azure-mdc-2020.yaml
   SKYHAUL_REDIS_URL=redis://127.0.0.1:6379/0 skyhaul up   use an existing Redis
+  skyhaul up --forward 8080=127.0.0.1:9000           your TCP app behind the terminal's link
+
+Each run keeps its state in RUN_DIR/run.json and is listed under $SKYHAUL_STATE_DIR/runs
+(default ~/.skyhaul/runs) while it lives: other commands find it there (several live runs: pick
+one with `skyhaul --run RUN_DIR ...`). A crashed child is restarted with exponential backoff;
+one that keeps crashing stops the run. The same RUN_DIR again continues the same emulated clock.
 """,
     )
     up.add_argument("--scenario", help="scenario YAML (default: the built-in one)")
-    up.add_argument("--run-dir", help="where logs and data go (default: runs/<time>)")
+    up.add_argument("--run-dir", help="where logs, data and run.json go (default: runs/<time>)")
     up.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    up.add_argument(
+        "--forward",
+        action="append",
+        default=[],
+        metavar="[DC:]PORT=HOST:PORT",
+        help="relay 127.0.0.1:PORT through the data center's terminal to HOST:PORT (repeatable)",
+    )
+    up.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="stop the run when a child needs more than N restarts within --restart-window (default 5)",
+    )
+    up.add_argument("--restart-window", type=float, default=300.0, metavar="S", help="seconds (default 300)")
+    up.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="first restart delay; doubles per crash up to 30 s, resets after 60 s up (default 1)",
+    )
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one service in the foreground (what a container runs)")
@@ -53,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="health of every service")
     add_formatter(
         status,
-        """Targets: --target flags, else the running `skyhaul up`, else SKYHAUL_*_ADDR / default ports.
+        """Targets: --target flags, else the running `skyhaul up` (--run DIR to pick one), else
+SKYHAUL_*_ADDR / default ports. With a run: its restarts and relays too.
 Exit code 0 when every target is SERVING, 3 when none answers at all, 1 otherwise.
 
 examples:
@@ -83,27 +112,62 @@ def cmd_up(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from skyhaul.runtime.launcher import Launcher, LaunchError
+    from skyhaul.runtime.launcher import (
+        CrashLoop,
+        Launcher,
+        LaunchError,
+        LaunchInterrupted,
+        RestartPolicy,
+        RunSelectionError,
+        register_run,
+        unregister_run,
+    )
     from skyhaul.runtime.scenario import ScenarioError
+    from skyhaul.runtime.settings import SettingsError
 
     run_dir = Path(args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    try:
-        launcher = Launcher(args.scenario, run_dir)
-    except ScenarioError as exc:
-        return fail(f"{exc} (nothing was started)", EXIT_USAGE)
     stop = threading.Event()
+    try:
+        policy = RestartPolicy(
+            initial_delay_s=args.restart_delay,
+            max_delay_s=max(30.0, args.restart_delay),
+            max_restarts=args.max_restarts,
+            window_s=args.restart_window,
+        )
+        launcher = Launcher(
+            args.scenario, run_dir, forwards=args.forward, restart_policy=policy, stop_event=stop
+        )
+    except (ScenarioError, SettingsError, ValueError) as exc:
+        return fail(f"{exc} (nothing was started)", EXIT_USAGE)
+    # From here a signal only asks to stop: every phase (startup too) checks the event.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     console = Console(stderr=False)
     try:
-        endpoints = launcher.start()
-    except LaunchError as exc:
-        return fail(f"start failed: {exc}")
+        register_run(launcher.run_dir)
+    except RunSelectionError as exc:
+        return fail(f"{exc} (nothing was started)", EXIT_USAGE)
     try:
-        endpoints_file().parent.mkdir(parents=True, exist_ok=True)
-        endpoints_file().write_text((run_dir / "endpoints.json").read_text())
+        try:
+            endpoints = launcher.start()
+        except LaunchInterrupted as exc:
+            return fail(f"{exc}; everything stopped", 130)
+        except CrashLoop as exc:
+            return fail(f"{exc}\n{exc.log_tail}")
+        except LaunchError as exc:
+            return fail(f"start failed: {exc}")
         if args.json:
-            print(json.dumps({"services": endpoints.services, "redis": endpoints.redis_url}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "services": endpoints.services,
+                        "redis": endpoints.redis_url,
+                        "relays": endpoints.relays,
+                        "run_dir": endpoints.run_dir,
+                    }
+                ),
+                flush=True,
+            )
         else:
             table = Table(title=f"Skyhaul: scenario {endpoints.scenario} (logs in {run_dir})")
             for col in ("service", "address", "pid"):
@@ -115,19 +179,22 @@ def cmd_up(args: argparse.Namespace) -> int:
                     table.add_row(f"{name} relay", f"127.0.0.1:{port}", f"-> {target}")
             table.add_row("redis", endpoints.redis_url, "")
             console.print(table)
-            console.print("All services SERVING. Ctrl-C stops everything.")
+            console.print(f"All services SERVING. Run state: {launcher.state_path}. Ctrl-C stops everything.")
         while not stop.wait(0.5):
-            dead = launcher.dead()
-            if dead:
-                return fail(f"{dead[0]} exited:\n{launcher.log_tail(dead[0])}")
+            try:
+                messages = launcher.supervise()
+            except CrashLoop as exc:
+                return fail(f"{exc}\n{exc.log_tail}")
+            for message in messages:
+                print(f"skyhaul: {message}", file=sys.stderr, flush=True)
         return EXIT_OK
     finally:
         launcher.stop()
-        if running_endpoints() and running_endpoints().get("run_dir") == str(run_dir.resolve()):
-            endpoints_file().unlink(missing_ok=True)
+        unregister_run(launcher.run_dir)
 
 
-def _targets(args: argparse.Namespace) -> dict[str, str]:
+def _targets(args: argparse.Namespace) -> tuple[dict[str, str], dict | None]:
+    """Name -> address to check, and the run state they come from (None without a run)."""
     if args.target:
         targets = {}
         for item in args.target:
@@ -135,29 +202,49 @@ def _targets(args: argparse.Namespace) -> dict[str, str]:
             if not sep or ":" not in addr:
                 raise ValueError(f"--target {item!r} is not NAME=HOST:PORT")
             targets[name] = addr
-        return targets
+        return targets, None
     running = running_endpoints()
     if running:
-        return dict(running["services"])
+        return dict(running["services"]), running
     import os
 
-    return {name: os.environ.get(info.addr_var, info.default_address) for name, info in SERVICES.items()}
+    return {
+        name: os.environ.get(info.addr_var, info.default_address) for name, info in SERVICES.items()
+    }, None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from skyhaul.runtime.launcher import check_health
+    from skyhaul.runtime.launcher import REDIS_LABEL, check_health, check_redis
 
     try:
-        targets = _targets(args)
+        targets, run = _targets(args)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
     states = {name: check_health(addr) for name, addr in targets.items()}
+    restarts = (run or {}).get("restarts", {})
+    relays = (run or {}).get("relays", {})
+    if run and REDIS_LABEL in restarts:  # a Redis that `skyhaul up` started and supervises
+        targets[REDIS_LABEL] = run["redis_url"]
+        states[REDIS_LABEL] = check_redis(run["redis_url"])
     if args.json:
-        print_json({name: {"address": targets[name], "status": state} for name, state in states.items()})
+        report = {}
+        for name, state in states.items():
+            entry = {"address": targets[name], "status": state}
+            if run:
+                entry["restarts"] = restarts.get(name, 0)
+            if name in relays:
+                entry["relays"] = relays[name]
+            report[name] = entry
+        print_json(report)
     else:
         width = max(map(len, states), default=8)
         for name, state in states.items():
-            print(f"{name:<{width}}  {targets[name]:<22}  {state}")
+            restarted = f"  restarts={restarts[name]}" if restarts.get(name) else ""
+            print(f"{name:<{width}}  {targets[name]:<22}  {state}{restarted}")
+            for port, target in relays.get(name, {}).items():
+                print(f"{'':<{width}}  relay 127.0.0.1:{port} -> {target}")
+        if run:
+            print(f"run: {run['run_dir']}")
     if all(s == "SERVING" for s in states.values()):
         return EXIT_OK
     if all(s.startswith("UNREACHABLE") for s in states.values()):

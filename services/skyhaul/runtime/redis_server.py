@@ -29,6 +29,25 @@ _LOG_TAIL_LINES = 20
 _PORT_ATTEMPTS = 3  # a free port picked by us can be taken before the server binds it
 
 
+def die_with_parent():
+    """A `preexec_fn` for our children: SIGTERM when this process dies, even by SIGKILL.
+
+    The signal follows the thread that forked the child, so supervisors spawn from one long-lived
+    thread. A parent already gone between fork and prctl is caught by comparing the parent pid.
+    """
+    import ctypes
+
+    parent = os.getpid()
+
+    def arm() -> None:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
+
+
 class RedisServerError(RuntimeError):
     """No Redis binary, or the server did not come up; the message says why."""
 
@@ -145,6 +164,7 @@ def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> s
         try:
             # Own session: a Ctrl-C in the terminal reaches our parent, which stops services
             # before Redis, instead of killing Redis under services that are still draining.
+            # It still dies with its parent (the launcher killed by -9 leaves no server behind).
             process = subprocess.Popen(
                 args,
                 cwd=workdir,
@@ -152,6 +172,7 @@ def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> s
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             raise RedisServerError(f"cannot run Redis binary {binary}: {exc}") from exc

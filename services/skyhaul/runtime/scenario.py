@@ -144,6 +144,7 @@ class DataCenterSpec:
     workload: WorkloadSpec
     sync: SyncSpec
     storage_bytes: int = 100 * 2**30
+    forwards: tuple[str, ...] = ()  # "LOCALPORT=HOST:PORT": the user's own TCP apps behind the terminal
 
     @property
     def start_location(self) -> GeoSpec:
@@ -486,8 +487,23 @@ def _data_center(f: _Fields, masks: GroundMasks, region_ids: set[str]) -> DataCe
     )
     sf.done()
     storage = f.integer("storage_bytes", DataCenterSpec.storage_bytes, lo=1)
+    forwards = []
+    for path, item in f.items("forwards"):
+        local, _, target = item.partition("=") if isinstance(item, str) else ("", "", "")
+        host, _, port = target.rpartition(":")
+        if not (
+            local.isdigit()
+            and 1 <= int(local) <= 65535
+            and host
+            and port.isdigit()
+            and 1 <= int(port) <= 65535
+        ):
+            raise ScenarioError(f"{path}: {item!r} is not LOCALPORT=HOST:PORT (ports 1-65535)")
+        forwards.append(item)
     f.done()
-    return DataCenterSpec(dcid, home, location, tuple(track), terminal, workload, sync, storage)
+    return DataCenterSpec(
+        dcid, home, location, tuple(track), terminal, workload, sync, storage, tuple(forwards)
+    )
 
 
 def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = None) -> Scenario:
