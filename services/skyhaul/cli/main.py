@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.data",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
+    "skyhaul.cli.scenario",
 )
 
 DESCRIPTION = """\
