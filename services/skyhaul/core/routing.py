@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -48,10 +49,14 @@ ROUTING_METHODS = ("per-destination", "per-source")
 _GOLDEN = 0.6180339887498949
 
 
+@lru_cache(maxsize=8)
 def tie_epsilon_s(n_nodes: int) -> np.ndarray:
-    """The fixed per-node tie-break weight (added to every edge into the node)."""
+    """The fixed per-node tie-break weight (added to every edge into the node). Read-only and
+    cached: every step of a model asks for the same one, several times."""
     u = np.modf(np.arange(n_nodes, dtype=float) * _GOLDEN + 0.5)[0]
-    return TIE_EPSILON_S * (1.0 + u)
+    eps = TIE_EPSILON_S * (1.0 + u)
+    eps.flags.writeable = False
+    return eps
 
 
 @dataclass(frozen=True)
@@ -121,8 +126,11 @@ def build_graph(
     isl: IslLinks,
     fibre_delay_s: np.ndarray,
     gateway_region: np.ndarray,
+    *,
+    reverse: bool = False,
 ) -> csr_matrix:
-    """The step's directed delay graph (seconds, plus the tie-break epsilon) as CSR."""
+    """The step's directed delay graph (seconds, plus the tie-break epsilon) as CSR; with
+    ``reverse`` every edge turned round (same weights, the epsilon still of the forward head)."""
     n = layout.n_nodes
     gw_nodes = layout.gateway0 + np.arange(layout.n_gateways)
     rows = np.concatenate(
@@ -136,6 +144,8 @@ def build_graph(
         [links.up_km / C_KM_S, isl_s, isl_s, links.down_km / C_KM_S, np.asarray(fibre_delay_s, float)]
     )
     weights = weights + tie_epsilon_s(n)[cols]
+    if reverse:
+        rows, cols = cols, rows
     return csr_matrix((weights, (rows, cols)), shape=(n, n))
 
 
@@ -176,19 +186,19 @@ def extract_paths(pred: np.ndarray, layout: NodeLayout, reachable: np.ndarray) -
     return np.stack(backwards[::-1], axis=-1).astype(np.int64, copy=False)
 
 
-def region_trees(graph: csr_matrix, layout: NodeLayout) -> tuple[np.ndarray, np.ndarray]:
+def region_trees(reverse_graph: csr_matrix, layout: NodeLayout) -> tuple[np.ndarray, np.ndarray]:
     """Dijkstra from every region over the reversed graph, in one call: (dist (R, n_nodes),
     next hop (R, n_nodes)). dist[r, v] is v's epsilon-weighted length to region r; next_hop[r, v]
     is v's successor on that path (negative at the region itself and where r is unreachable).
 
-    Give it a graph without uplinks (``build_graph`` with no terminal edges): terminals are then
-    isolated and cost the runs nothing; their first hop is chosen by ``best_uplinks``.
+    Give it the reversed graph without uplinks (``build_graph(..., reverse=True)`` with no terminal
+    edges): terminals are then isolated and cost the runs nothing; ``best_uplinks`` picks their
+    first hop.
     """
     targets = layout.region0 + np.arange(layout.n_regions)
     if targets.size == 0:
         return np.zeros((0, layout.n_nodes)), np.zeros((0, layout.n_nodes), dtype=np.int32)
-    reverse = graph.T.tocsr()
-    dist, next_hop = dijkstra(reverse, directed=True, indices=targets, return_predecessors=True)
+    dist, next_hop = dijkstra(reverse_graph, directed=True, indices=targets, return_predecessors=True)
     return dist, next_hop
 
 
@@ -246,28 +256,39 @@ def chain_paths(
     # Each tree with its root looping on itself (and dead ends parked on the root): a chain that
     # arrived stays put, so every walk is one gather per hop.
     step = np.where(next_hop >= 0, next_hop, region_nodes[:, None]).astype(np.int64)
-    # Hops to the region for every node, by pointer doubling (log2 of the longest chain rounds).
-    hops = np.ones(step.shape, dtype=np.int64)
-    hops[np.arange(n_r), region_nodes] = 0
-    jump = step.copy()
-    rows = np.arange(n_r)[:, None]
-    while (hops[rows, jump] > 0).any():
-        hops = hops + hops[rows, jump]
-        jump = jump[rows, jump]
-    region_of = np.broadcast_to(np.arange(n_r)[None, :], (n_t, n_r))
     sat = np.where(reachable, first_sat, region_nodes[None, :])
-    length = np.where(reachable, 2 + hops[region_of, sat], 0)  # terminal + satellite + hops
+    ti, ri = np.nonzero(reachable)
+    step_flat = step.ravel()
+    row0 = ri * n
+    if ti.size * 8 < step.size:
+        # Few chains: walk them once to count their hops.
+        hops_of = np.zeros(ti.size, dtype=np.int64)
+        cur = sat[ti, ri]
+        active = cur != region_nodes[ri]
+        while active.any():
+            cur = step_flat[row0 + cur]
+            hops_of += active
+            active = cur != region_nodes[ri]
+    else:
+        # Many: hops to the region for every node of every tree, by pointer doubling (log2 of the
+        # longest chain rounds over (R, n)).
+        hops = np.ones(step.shape, dtype=np.int64)
+        hops[np.arange(n_r), region_nodes] = 0
+        jump = step.copy()
+        rows = np.arange(n_r)[:, None]
+        while (hops[rows, jump] > 0).any():
+            hops = hops + hops[rows, jump]
+            jump = jump[rows, jump]
+        hops_of = hops[ri, sat[ti, ri]]
+    length = np.zeros((n_t, n_r), dtype=np.int64)
+    length[ti, ri] = 2 + hops_of  # terminal + satellite + hops
     h = int(length.max())
     out = np.full((n_t, n_r, h), -1, dtype=np.int64)
     flat = out.reshape(-1)
-    base = (np.arange(n_t * n_r, dtype=np.int64) * h).reshape(n_t, n_r)
-    start = h - length
-    ti, ri = np.nonzero(reachable)
-    base, start = base[ti, ri], start[ti, ri]
+    base = (ti * n_r + ri) * h
+    start = h - length[ti, ri]
     flat[base + start] = layout.terminal0 + ti
     cur = sat[ti, ri]
-    step_flat = step.ravel()
-    row0 = ri * n
     # Position k of the chain goes to slot start + k; past the region it rewrites the region in
     # the last slot, which is harmless.
     for k in range(1, h):
@@ -482,7 +503,7 @@ def solve_step(
             up_sat=links.up_sat[:0],
             up_km=links.up_km[:0],
         )
-        graph = build_graph(layout, no_uplinks, isl, fibre_delay_s, gateway_region)
+        graph = build_graph(layout, no_uplinks, isl, fibre_delay_s, gateway_region, reverse=True)
         dist_to_region, next_hop = region_trees(graph, layout)
         region_dist, first_choice = best_uplinks(links, layout, dist_to_region)
         reach = np.isfinite(region_dist)
