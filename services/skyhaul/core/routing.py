@@ -220,24 +220,28 @@ def best_uplinks(
         return dist, first
     # Same float expression as build_graph's uplink weights, so the sums match Dijkstra's inputs.
     up_w = links.up_km / C_KM_S + tie_epsilon_s(layout.n_nodes)[links.up_sat]
-    order = np.argsort(links.up_terminal, kind="stable")  # np.nonzero gives them sorted already
-    term = links.up_terminal[order]
-    sat = links.up_sat[order]
-    up_w = up_w[order]
-    starts = np.flatnonzero(np.r_[True, term[1:] != term[:-1]])
-    owners = term[starts]
-    counts = np.diff(np.r_[starts, n_e])
-    edge_ids = np.arange(n_e)
-    block = max(1, max_block // n_e)
+    # Uplinks as a padded (terminal, k-th uplink) table, in np.nonzero's order (by terminal, then
+    # satellite); padding costs inf. argmin takes the first minimum, as a stable choice.
+    order = np.argsort(links.up_terminal, kind="stable")
+    term, sat, up_w = links.up_terminal[order], links.up_sat[order], up_w[order]
+    owners, starts, counts = np.unique(term, return_index=True, return_counts=True)
+    slot = np.arange(n_e) - np.repeat(starts, counts)
+    pad_sat = np.zeros((owners.size, int(counts.max())), dtype=np.int64)
+    pad_w = np.full(pad_sat.shape, np.inf)
+    row = np.repeat(np.arange(owners.size), counts)
+    pad_sat[row, slot] = sat
+    pad_w[row, slot] = up_w
+    block = max(1, max_block // pad_sat.size)
     for r0 in range(0, n_r, block):
         rows = slice(r0, min(n_r, r0 + block))
-        cost = up_w[None, :] + dist_to_region[rows][:, sat]  # (Rb, E)
-        best = np.minimum.reduceat(cost, starts, axis=1)  # (Rb, terminals with uplinks)
-        is_best = cost == np.repeat(best, counts, axis=1)
-        pick = np.minimum.reduceat(np.where(is_best, edge_ids, n_e), starts, axis=1)
+        cost = pad_w[None] + dist_to_region[rows][:, pad_sat]  # (Rb, terminals with uplinks, k)
+        pick = cost.argmin(axis=-1)
+        best = np.take_along_axis(cost, pick[..., None], axis=-1)[..., 0]
         ok = np.isfinite(best)
         dist[owners, rows] = best.T
-        first[owners, rows] = np.where(ok, sat[np.minimum(pick, n_e - 1)], -1).T
+        first[owners, rows] = np.where(
+            ok, np.take_along_axis(pad_sat[None], pick[..., None], axis=-1)[..., 0], -1
+        ).T
     return dist, first
 
 
@@ -245,56 +249,65 @@ def chain_paths(
     first_sat: np.ndarray, next_hop: np.ndarray, layout: NodeLayout, reachable: np.ndarray
 ) -> np.ndarray:
     """Node paths terminal → first satellite → … → region from the regions' next-hop trees:
-    (T, R, H), right-aligned and -1 padded in front like ``extract_paths``."""
+    (T, R, H), right-aligned and -1 padded in front like ``extract_paths``.
+
+    Terminals share first satellites (a fleet clusters), so each distinct (region, satellite)
+    chain is walked once and copied to every pair that starts on it.
+    """
+    return _chain_paths(first_sat, next_hop, layout, reachable)[0]
+
+
+def _chain_paths(first_sat, next_hop, layout: NodeLayout, reachable) -> tuple[np.ndarray, np.ndarray]:
+    """``chain_paths`` and, per pair, the sum of the tie-break epsilons of the nodes entered after
+    the terminal (0 where no route)."""
     n_t, n_r = layout.n_terminals, layout.n_regions
+    entered = np.zeros((n_t, n_r))
     if n_t == 0 or n_r == 0:
-        return np.full((n_t, n_r, 0), -1, dtype=np.int64)
+        return np.full((n_t, n_r, 0), -1, dtype=np.int64), entered
     if not reachable.any():
-        return np.full((n_t, n_r, 1), -1, dtype=np.int64)
+        return np.full((n_t, n_r, 1), -1, dtype=np.int64), entered
     n = next_hop.shape[1]
     region_nodes = layout.region0 + np.arange(n_r)
-    # Each tree with its root looping on itself (and dead ends parked on the root): a chain that
-    # arrived stays put, so every walk is one gather per hop.
-    step = np.where(next_hop >= 0, next_hop, region_nodes[:, None]).astype(np.int64)
-    sat = np.where(reachable, first_sat, region_nodes[None, :])
+    # Each tree with its root looping on itself: a chain that arrived stays put.
+    step_flat = np.where(next_hop >= 0, next_hop, region_nodes[:, None]).astype(np.int64).ravel()
     ti, ri = np.nonzero(reachable)
-    step_flat = step.ravel()
-    row0 = ri * n
-    if ti.size * 8 < step.size:
-        # Few chains: walk them once to count their hops.
-        hops_of = np.zeros(ti.size, dtype=np.int64)
-        cur = sat[ti, ri]
-        active = cur != region_nodes[ri]
-        while active.any():
-            cur = step_flat[row0 + cur]
-            hops_of += active
-            active = cur != region_nodes[ri]
-    else:
-        # Many: hops to the region for every node of every tree, by pointer doubling (log2 of the
-        # longest chain rounds over (R, n)).
-        hops = np.ones(step.shape, dtype=np.int64)
-        hops[np.arange(n_r), region_nodes] = 0
-        jump = step.copy()
-        rows = np.arange(n_r)[:, None]
-        while (hops[rows, jump] > 0).any():
-            hops = hops + hops[rows, jump]
-            jump = jump[rows, jump]
-        hops_of = hops[ri, sat[ti, ri]]
-    length = np.zeros((n_t, n_r), dtype=np.int64)
-    length[ti, ri] = 2 + hops_of  # terminal + satellite + hops
-    h = int(length.max())
-    out = np.full((n_t, n_r, h), -1, dtype=np.int64)
-    flat = out.reshape(-1)
-    base = (ti * n_r + ri) * h
-    start = h - length[ti, ri]
-    flat[base + start] = layout.terminal0 + ti
-    cur = sat[ti, ri]
-    # Position k of the chain goes to slot start + k; past the region it rewrites the region in
-    # the last slot, which is harmless.
-    for k in range(1, h):
+    key = ri * n + first_sat[ti, ri]  # (region, first satellite) as a flat index into the trees
+    seen = np.zeros(n_r * n, dtype=bool)
+    seen[key] = True
+    chains = np.flatnonzero(seen)
+    chain_of = np.zeros(n_r * n, dtype=np.int64)
+    chain_of[chains] = np.arange(chains.size)
+    chain_region = chains // n
+    root = region_nodes[chain_region]
+    row0 = chain_region * n
+    # Walk once to count each chain's nodes (satellite … region) ...
+    nodes = np.ones(chains.size, dtype=np.int64)
+    cur = chains % n
+    active = cur != root
+    while active.any():
+        cur = step_flat[row0 + cur]
+        nodes += active
+        active = cur != root
+    h = int(nodes.max()) + 1  # + the terminal
+    # ... and again to write them right-aligned: node k of a chain goes to slot h - nodes + k
+    # (past the region it rewrites the region in the last slot, which is harmless).
+    table = np.full((chains.size, h), -1, dtype=np.int64)
+    flat = table.reshape(-1)
+    base = np.arange(chains.size, dtype=np.int64) * h
+    start = h - nodes
+    cur = chains % n
+    for k in range(h - 1):
         flat[base + np.minimum(start + k, h - 1)] = cur
         cur = step_flat[row0 + cur]
-    return out
+    eps = tie_epsilon_s(layout.n_nodes)
+    chain_eps = np.where(table >= 0, eps[np.maximum(table, 0)], 0.0).sum(axis=1)
+    out = np.full((n_t, n_r, h), -1, dtype=np.int64)
+    which = chain_of[key]
+    pair_paths = table[which]
+    pair_paths[np.arange(which.size), start[which] - 1] = layout.terminal0 + ti
+    out[ti, ri] = pair_paths
+    entered[ti, ri] = chain_eps[which]
+    return out, entered
 
 
 @dataclass
@@ -434,6 +447,15 @@ class StepRoutes:
         return np.isfinite(self.delay_s)
 
 
+def _sorted_unique(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """``np.unique`` of non-negative keys below n_keys; by a mark array when that is small."""
+    if n_keys > 64 * keys.size + 10_000_000:
+        return np.unique(keys)
+    seen = np.zeros(n_keys, dtype=bool)
+    seen[keys] = True
+    return np.flatnonzero(seen)
+
+
 def route_capacities(
     first_sat: np.ndarray,
     gateway: np.ndarray,
@@ -457,10 +479,10 @@ def route_capacities(
     gw = gateway[ti, ri]
     # Distinct (terminal, satellite) and (terminal, gateway) users: a terminal whose routes to
     # several regions share a satellite or gateway counts once there.
-    ts_key = np.unique(ti * n_sats + sat)
+    ts_key = _sorted_unique(ti * n_sats + sat, n_t * n_sats)
     ts = np.stack([ts_key // n_sats, ts_key % n_sats], axis=1)
     n_gw = len(gateway_capacity_mbps)
-    tg_key = np.unique(ti * n_gw + gw)
+    tg_key = _sorted_unique(ti * n_gw + gw, n_t * n_gw)
     tg = np.stack([tg_key // n_gw, tg_key % n_gw], axis=1)
     results = []
     for demand in (np.asarray(uplink_mbps, float), np.asarray(downlink_mbps, float)):
@@ -472,6 +494,27 @@ def route_capacities(
         out[ti, ri] = np.minimum(np.minimum(demand[ti], beam_share), gw_share)
         results.append(out)
     return results[0], results[1]
+
+
+def _per_source_ends(paths, region_dist, reach, layout: NodeLayout):
+    """First satellite, gateway and true delay (T, R) of per-source paths."""
+    n_t, n_r, h = paths.shape
+    first_sat = np.full((n_t, n_r), -1, dtype=np.int64)
+    gateway = np.full((n_t, n_r), -1, dtype=np.int64)
+    delay = np.full((n_t, n_r), np.nan)
+    if reach.any():
+        # Right-aligned paths: terminal at h - length, its satellite next; gateway just before the region.
+        length = (paths >= 0).sum(axis=-1)
+        first = np.take_along_axis(paths, np.clip(h - length + 1, 0, h - 1)[..., None], axis=-1)[..., 0]
+        first_sat = np.where(reach, first, -1)
+        gateway = np.where(reach, paths[..., h - 2] - layout.gateway0, -1)
+        # True delay: Dijkstra's distance minus the tie-break epsilons of the nodes entered (every node
+        # but the source). Rounding of the sum stays ~1e-16 s.
+        eps = tie_epsilon_s(layout.n_nodes)
+        entered = np.where(paths >= 0, eps[np.maximum(paths, 0)], 0.0).sum(axis=-1)
+        source_eps = eps[layout.terminal0 + np.arange(n_t)][:, None]
+        delay = np.where(reach, region_dist - (entered - source_eps), np.nan)
+    return first_sat, gateway, delay
 
 
 def solve_step(
@@ -507,31 +550,22 @@ def solve_step(
         dist_to_region, next_hop = region_trees(graph, layout)
         region_dist, first_choice = best_uplinks(links, layout, dist_to_region)
         reach = np.isfinite(region_dist)
-        paths = chain_paths(first_choice, next_hop, layout, reach)
+        paths, entered = _chain_paths(first_choice, next_hop, layout, reach)
+        first_sat = np.where(reach, first_choice, -1)
+        gateway = np.full((layout.n_terminals, layout.n_regions), -1, dtype=np.int64)
+        if paths.shape[-1] > 1:  # right-aligned: the gateway just before the region
+            gateway = np.where(reach, paths[..., -2] - layout.gateway0, -1)
+        # True delay: the epsilon-weighted length minus the epsilons of the nodes entered.
+        delay = np.where(reach, region_dist - entered, np.nan)
     elif method == "per-source":
         graph = build_graph(layout, links, isl, fibre_delay_s, gateway_region)
         dist, pred = shortest_trees(graph, layout)
         region_dist = dist[:, layout.region0 :]
         reach = np.isfinite(region_dist)
         paths = extract_paths(pred, layout, reach)
+        first_sat, gateway, delay = _per_source_ends(paths, region_dist, reach, layout)
     else:
         raise ValueError(f"unknown routing method {method!r} (per-destination or per-source)")
-    n_t, n_r, h = paths.shape
-    first_sat = np.full((n_t, n_r), -1, dtype=np.int64)
-    gateway = np.full((n_t, n_r), -1, dtype=np.int64)
-    delay = np.full((n_t, n_r), np.nan)
-    if reach.any():
-        # Right-aligned paths: terminal at h - length, its satellite next; gateway just before the region.
-        length = (paths >= 0).sum(axis=-1)
-        first = np.take_along_axis(paths, np.clip(h - length + 1, 0, h - 1)[..., None], axis=-1)[..., 0]
-        first_sat = np.where(reach, first, -1)
-        gateway = np.where(reach, paths[..., h - 2] - layout.gateway0, -1)
-        # True delay: Dijkstra's distance minus the tie-break epsilons of the nodes entered (every node
-        # but the source). Rounding of the sum stays ~1e-16 s.
-        eps = tie_epsilon_s(layout.n_nodes)
-        entered = np.where(paths >= 0, eps[np.maximum(paths, 0)], 0.0).sum(axis=-1)
-        source_eps = eps[layout.terminal0 + np.arange(n_t)][:, None]
-        delay = np.where(reach, region_dist - (entered - source_eps), np.nan)
     up, down = route_capacities(
         first_sat,
         gateway,

@@ -126,6 +126,8 @@ class TimelineChunk:
 class LinkModel:
     """Scheduler + ISLs + routing over a propagated constellation and a ground segment."""
 
+    routing_method = "per-destination"  # or "per-source", the reference (see core.routing)
+
     def __init__(
         self,
         propagator,
@@ -406,6 +408,7 @@ class LinkModel:
             ground.terminal_downlink_mbps,
             ground.gateway_capacity_mbps,
             cfg.beam_capacity_mbps,
+            method=self.routing_method,
         )
         if term_sel is None:
             term_sel = self._home_first_hop(routes)

@@ -46,8 +46,9 @@ def compared_steps(monkeypatch):
     """Make LinkModel.decide solve every step both ways and compare; returns the steps seen."""
     steps: list[routing.StepRoutes] = []
 
-    def both(*args, **kwargs):
-        new = routing.solve_step(*args, **kwargs)
+    def both(*args, method, **kwargs):
+        assert method == "per-destination"  # LinkModel's default
+        new = routing.solve_step(*args, **kwargs, method="per-destination")
         ref = routing.solve_step(*args, **kwargs, method="per-source")
         assert_same_routes(new, ref)
         steps.append(new)
