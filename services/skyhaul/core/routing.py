@@ -7,7 +7,8 @@ edge back into space, so no route transits a terminal or gateway; in bent-pipe m
 route is terminal → satellite → gateway → region. Weights are one-way delays in seconds: distance
 / c in space and air, great-circle × route factor at c / 1.47 in fibre.
 
-Two ways to the same routes (``solve_step(method=...)``):
+Two ways to the same routes (``solve_step(method=...)``; ``auto``, the default, takes the one with
+fewer runs):
 
 - ``per-destination`` (default): one Dijkstra per region over the reversed graph of satellites,
   ISLs, gateways and regions (no terminals), giving each satellite's distance and next hop to every
@@ -45,7 +46,7 @@ from skyhaul.core.isl import IslLinks, segment_min_altitude_km
 UPLINK, ISL, DOWNLINK, FIBRE = "uplink", "isl", "downlink", "fibre"
 SATELLITE_KIND, TERMINAL_KIND, GATEWAY_KIND, REGION_KIND = 0, 1, 2, 3
 TIE_EPSILON_S = 1e-12
-ROUTING_METHODS = ("per-destination", "per-source")
+ROUTING_METHODS = ("auto", "per-destination", "per-source")
 _GOLDEN = 0.6180339887498949
 
 
@@ -531,13 +532,19 @@ def solve_step(
     downlink_mbps: np.ndarray,
     gateway_capacity_mbps: np.ndarray,
     beam_capacity_mbps: float,
-    method: str = "per-destination",
+    method: str = "auto",
 ) -> StepRoutes:
     """Graph + shortest paths + every (terminal, region) path, delay and capacity.
 
-    ``method``: ``per-destination`` (one Dijkstra per region, the default) or ``per-source`` (one
-    per terminal, the reference it is tested against); both give the same routes.
+    ``method``: ``per-destination`` (one Dijkstra per region), ``per-source`` (one per terminal,
+    the reference it is tested against) or ``auto`` (the default: per-source only when there are
+    fewer terminals than regions, so the runs per step are min(terminals, regions)); all give the
+    same routes.
     """
+    if method not in ROUTING_METHODS:
+        raise ValueError(f"unknown routing method {method!r} ({', '.join(ROUTING_METHODS)})")
+    if method == "auto":
+        method = "per-source" if layout.n_terminals < layout.n_regions else "per-destination"
     links = ground_links(allowed_up, allowed_down, ground_r_km, sat_r_km)
     if method == "per-destination":
         no_uplinks = replace(
@@ -557,15 +564,13 @@ def solve_step(
             gateway = np.where(reach, paths[..., -2] - layout.gateway0, -1)
         # True delay: the epsilon-weighted length minus the epsilons of the nodes entered.
         delay = np.where(reach, region_dist - entered, np.nan)
-    elif method == "per-source":
+    else:
         graph = build_graph(layout, links, isl, fibre_delay_s, gateway_region)
         dist, pred = shortest_trees(graph, layout)
         region_dist = dist[:, layout.region0 :]
         reach = np.isfinite(region_dist)
         paths = extract_paths(pred, layout, reach)
         first_sat, gateway, delay = _per_source_ends(paths, region_dist, reach, layout)
-    else:
-        raise ValueError(f"unknown routing method {method!r} (per-destination or per-source)")
     up, down = route_capacities(
         first_sat,
         gateway,

@@ -126,7 +126,7 @@ class TimelineChunk:
 class LinkModel:
     """Scheduler + ISLs + routing over a propagated constellation and a ground segment."""
 
-    routing_method = "per-destination"  # or "per-source", the reference (see core.routing)
+    routing_method = "auto"  # core.routing's solve_step method; "per-source" is the reference
 
     def __init__(
         self,

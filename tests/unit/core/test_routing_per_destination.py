@@ -47,7 +47,7 @@ def compared_steps(monkeypatch):
     steps: list[routing.StepRoutes] = []
 
     def both(*args, method, **kwargs):
-        assert method == "per-destination"  # LinkModel's default
+        assert method == "auto"  # LinkModel's default; compared here on the per-destination path
         new = routing.solve_step(*args, **kwargs, method="per-destination")
         ref = routing.solve_step(*args, **kwargs, method="per-source")
         assert_same_routes(new, ref)
@@ -64,7 +64,7 @@ def decide_at_offsets(lm: LinkModel, epoch: float) -> None:
 
 
 def test_default_is_per_destination_and_unknown_method_is_refused():
-    assert routing.ROUTING_METHODS == ("per-destination", "per-source")
+    assert routing.ROUTING_METHODS == ("auto", "per-destination", "per-source")
     lay = routing.NodeLayout(1, 0, 0, 0)
     empty = np.zeros((0, 1), dtype=bool)
     isl = routing.IslLinks(np.zeros(0, int), np.zeros(0, int), np.zeros(0))
