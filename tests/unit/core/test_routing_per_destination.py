@@ -19,7 +19,7 @@ from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal
 from skyhaul.core.propagate import Propagator
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.timeline import LinkModel
-from skyhaul.links.ground import ground_segment, scheduler_config
+from skyhaul.links.ground_from_scenario import ground_segment
 from skyhaul.orbit.catalog import build_constellation
 from skyhaul.runtime.scenario import load_scenario
 
@@ -93,7 +93,7 @@ def test_default_is_per_destination_and_unknown_method_is_refused():
 def test_every_shipped_scenario_routes_the_same_both_ways(path, compared_steps):
     scenario = load_scenario(path)
     elements, _, _ = build_constellation(scenario.constellation, scenario.epoch_unix)
-    lm = LinkModel.from_elements(elements, ground_segment(scenario), scheduler_config(scenario.scheduler))
+    lm = LinkModel.from_elements(elements, ground_segment(scenario), scenario.scheduler)
     decide_at_offsets(lm, scenario.epoch_unix)
     assert len(compared_steps) == len(OFFSETS_S)
     # Not vacuous: some data center has a route at one of the times.
