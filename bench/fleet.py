@@ -39,7 +39,8 @@ from skyhaul.core.fleet import PLACES, fleet_scenario  # noqa: E402
 from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal  # noqa: E402
 from skyhaul.core.propagate import Propagator  # noqa: E402
 from skyhaul.core.scheduler import SchedulerConfig  # noqa: E402
-from skyhaul.core.timeline import LinkModel, TimelineAccumulator  # noqa: E402
+from skyhaul.core.summary import TimelineAccumulator  # noqa: E402
+from skyhaul.core.timeline import LinkModel  # noqa: E402
 
 EPOCH = 1717200000.0  # 2024-06-01T00:00:00Z, the generated fleet's epoch
 METHODS = ("per-source", "per-destination")
