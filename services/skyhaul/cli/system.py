@@ -31,9 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
   skyhaul up                                          the built-in default scenario
   skyhaul up --scenario scenarios/azure-mdc-2020.yaml
   SKYHAUL_REDIS_URL=redis://127.0.0.1:6379/0 skyhaul up   use an existing Redis
+  sudo skyhaul up --data-plane packet                 every data center in its own network
+                                                      namespace; then `skyhaul run -d DC -- CMD`
 """,
     )
     up.add_argument("--scenario", help="scenario YAML (default: the built-in one)")
+    up.add_argument(
+        "--data-plane",
+        choices=("relay", "packet"),
+        help="relay (TCP relay ports, no privileges) or packet (every IP packet through the link; "
+        "root or CAP_NET_ADMIN); default: the scenario's data_plane, else relay",
+    )
     up.add_argument("--run-dir", help="where logs and data go (default: runs/<time>)")
     up.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     up.set_defaults(func=cmd_up)
@@ -83,20 +91,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from skyhaul.runtime.launcher import Launcher, LaunchError
+    from skyhaul.runtime.netns import PrivilegeError
+    from skyhaul.runtime.packet_mode import PacketModeError
     from skyhaul.runtime.scenario import ScenarioError
 
     run_dir = Path(args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     try:
-        launcher = Launcher(args.scenario, run_dir)
+        launcher = Launcher(args.scenario, run_dir, data_plane=getattr(args, "data_plane", None))
     except ScenarioError as exc:
         return fail(f"{exc} (nothing was started)", EXIT_USAGE)
+    except (PrivilegeError, PacketModeError) as exc:
+        return fail(str(exc), EXIT_USAGE)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     console = Console(stderr=False)
     try:
         endpoints = launcher.start()
-    except LaunchError as exc:
+    except (LaunchError, PacketModeError) as exc:
         return fail(f"start failed: {exc}")
     try:
         endpoints_file().parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +125,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 for port, target in relays.items():
                     table.add_row(f"{name} relay", f"127.0.0.1:{port}", f"-> {target}")
             table.add_row("redis", endpoints.redis_url, "")
+            for line in packet_lines(endpoints.packet):
+                table.add_row(*line)
             console.print(table)
             console.print("All services SERVING. Ctrl-C stops everything.")
         while not stop.wait(0.5):
@@ -124,6 +138,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         launcher.stop()
         if running_endpoints() and running_endpoints().get("run_dir") == str(run_dir.resolve()):
             endpoints_file().unlink(missing_ok=True)
+
+
+def packet_lines(packet: dict | None) -> list[tuple[str, str, str]]:
+    """(what, address, note) rows about packet mode, for `up` and `status` (none in relay mode)."""
+    if not packet:
+        return []
+    rows = [
+        (f"region {name}", address, "stable address (packet mode)")
+        for name, address in packet["regions"].items()
+    ]
+    for name, dc in packet["data_centers"].items():
+        rows.append(
+            (f"data center {name}", dc["address"], f"netns {dc['namespace']}: skyhaul run -d {name} -- CMD")
+        )
+    return rows
 
 
 def _targets(args: argparse.Namespace) -> dict[str, str]:
@@ -151,10 +180,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
     states = {name: check_health(addr) for name, addr in targets.items()}
+    running = None if args.target else running_endpoints()
+    packet = (running or {}).get("packet")
     if args.json:
-        print_json({name: {"address": targets[name], "status": state} for name, state in states.items()})
+        value = {name: {"address": targets[name], "status": state} for name, state in states.items()}
+        if packet:
+            value["data_plane"] = {"mode": "packet", **packet}
+        print_json(value)
     else:
         width = max(map(len, states), default=8)
         for name, state in states.items():
             print(f"{name:<{width}}  {targets[name]:<22}  {state}")
+        for what, address, note in packet_lines(packet):
+            print(f"{what}: {address}  ({note})")
     return EXIT_OK if all(s == "SERVING" for s in states.values()) else EXIT_FAILURE

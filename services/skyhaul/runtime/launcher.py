@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skyhaul.runtime.packet_mode import PacketMode
 from skyhaul.runtime.redis_server import RedisProcess, start_redis_server
 from skyhaul.runtime.scenario import Scenario, load_scenario
 from skyhaul.runtime.services import SERVICES
@@ -44,10 +45,12 @@ class ProcessSpec:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     relay_ports: dict[int, str] = field(default_factory=dict)  # terminal: local port -> target
+    host: str = "127.0.0.1"  # packet mode: a region address or a control veth's end
+    argv_prefix: list[str] = field(default_factory=list)  # packet mode: `ip netns exec NS` for an mdc
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Endpoints:
     services: dict[str, str]  # label -> host:port
     relays: dict[str, dict[int, str]]  # terminal label -> {local port: target}
     pids: dict[str, int]
+    packet: dict | None = None  # packet mode: region addresses, namespaces (runtime/packet_mode.py)
 
     def address(self, label: str) -> str:
         return self.services[label]
@@ -153,7 +157,13 @@ class Launcher:
     """Start, watch and stop the local system. Use as a context manager."""
 
     def __init__(
-        self, scenario_path: str | None, run_dir: Path, *, redis_url: str | None = None, quiet: bool = False
+        self,
+        scenario_path: str | None,
+        run_dir: Path,
+        *,
+        redis_url: str | None = None,
+        quiet: bool = False,
+        data_plane: str | None = None,
     ) -> None:
         self.scenario_path = scenario_path
         self.scenario = load_scenario(scenario_path) if scenario_path else None
@@ -168,6 +178,8 @@ class Launcher:
         self.specs: list[ProcessSpec] = []
         self.procs: dict[str, subprocess.Popen] = {}
         self.endpoints: Endpoints | None = None
+        # Packet mode checks its privileges here, before anything is made (PrivilegeError).
+        self.packet = PacketMode.prepare(self.scenario, data_plane)
 
     def __enter__(self) -> Launcher:
         self.start()
@@ -183,8 +195,13 @@ class Launcher:
             if not self.redis_url:
                 self.redis = start_redis_server(data_dir=self.run_dir / "redis")
                 self.redis_url = self.redis.url
+            if self.packet is not None:
+                self.packet.create()
+                self.packet.expose_redis(self.redis_url, own=self.redis is not None)
             clock_start = time.time()
             self.specs = plan(self.scenario, self.scenario_path, self.run_dir, self.redis_url, clock_start)
+            if self.packet is not None:
+                self.packet.adapt(self.specs)
             for spec in self.specs:
                 self._spawn(spec)
             self.wait_ready(ready_timeout)
@@ -203,6 +220,7 @@ class Launcher:
             services={s.name: s.address for s in self.specs},
             relays={s.name: s.relay_ports for s in self.specs if s.relay_ports},
             pids={name: p.pid for name, p in self.procs.items()},
+            packet=None if self.packet is None else self.packet.describe(),
         )
         (self.run_dir / "endpoints.json").write_text(json.dumps(asdict(self.endpoints), indent=2))
         return self.endpoints
@@ -211,7 +229,7 @@ class Launcher:
         env = {**os.environ, **spec.env}
         log = open(self.run_dir / "logs" / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[spec.name] = subprocess.Popen(
-            [sys.executable, "-m", SERVICES[spec.service].module],  # the service's own entry point
+            [*spec.argv_prefix, sys.executable, "-m", SERVICES[spec.service].module],  # its own entry point
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -263,3 +281,5 @@ class Launcher:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self.packet is not None:
+            self.packet.close()
