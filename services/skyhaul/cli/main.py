@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.data",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
+    "skyhaul.cli.run",
 )
 
 DESCRIPTION = """\
