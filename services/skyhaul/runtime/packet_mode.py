@@ -20,13 +20,17 @@ What changes against relay mode, per run:
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from skyhaul.runtime.netns import (
     DEFAULT_STATE_DIR,
+    MAX_INDEX,
     REGION_SUBNET,
     DataCenterNetns,
     PacketNetwork,
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
     from skyhaul.runtime.launcher import ProcessSpec
 
 NETNS_STATE_DIR_VAR = "SKYHAUL_NETNS_STATE_DIR"
+DATA_SUPERNET = ipaddress.ip_network("198.18.0.0/16")  # netns.Addressing: 198.18.<i>.0/29
+CONTROL_SUPERNET = ipaddress.ip_network("198.19.0.0/16")  # netns.Addressing: 198.19.<i>.0/31
 
 
 class PacketModeError(RuntimeError):
@@ -87,8 +93,9 @@ class PacketMode:
 
         self.network = PacketNetwork(state_dir=self.state_dir)
         try:
-            for index, dc in enumerate(self.scenario.data_centers, start=1):
-                made = self.network.create(dc.id, index)
+            used = _used_indices()
+            for dc in self.scenario.data_centers:
+                made = self._create(dc.id, used)
                 extra = [
                     address for address in self.regions.values() if address != made.addressing.region_address
                 ]
@@ -100,6 +107,23 @@ class PacketMode:
         except BaseException:
             self.close()
             raise
+
+    def _create(self, dc_id: str, used: set[int]) -> DataCenterNetns:
+        """The data center's namespace on the lowest subnet index no other run on this machine uses
+        (another run, or a test session, may take one between the look and the make: then the next)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        assert self.network is not None
+        for index in range(1, MAX_INDEX + 1):
+            if index in used:
+                continue
+            used.add(index)
+            try:
+                return self.network.create(dc_id, index)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+        raise PacketModeError("no free 198.18.<i>.0/29 subnet left for another data center on this machine")
 
     def close(self) -> None:
         if self.network is not None:
@@ -204,6 +228,23 @@ class PacketMode:
                 for dc in self.network.data_centers.values()
             },
         }
+
+
+def _used_indices() -> set[int]:
+    """Subnet indices in use on this host: 198.19.<i>.0 addresses and 198.18.<i>.0/29 routes."""
+    from pyroute2 import IPRoute
+
+    used = set()
+    with IPRoute() as host:
+        for message in host.get_addr(family=socket.AF_INET):
+            address = ipaddress.ip_address(message.get_attr("IFA_ADDRESS"))
+            if address in CONTROL_SUPERNET:
+                used.add(address.packed[2])
+        for message in host.get_routes(family=socket.AF_INET):
+            destination = message.get_attr("RTA_DST")
+            if destination and ipaddress.ip_address(destination) in DATA_SUPERNET:
+                used.add(ipaddress.ip_address(destination).packed[2])
+    return used
 
 
 def _listen(spec: ProcessSpec) -> None:
