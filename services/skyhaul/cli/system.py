@@ -114,7 +114,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         endpoints_file().parent.mkdir(parents=True, exist_ok=True)
         endpoints_file().write_text((run_dir / "endpoints.json").read_text())
         if args.json:
-            print(json.dumps({"services": endpoints.services, "redis": endpoints.redis_url}), flush=True)
+            summary = {"services": endpoints.services, "redis": endpoints.redis_url}
+            if endpoints.packet:
+                summary["packet"] = endpoints.packet
+            print(json.dumps(summary), flush=True)
         else:
             table = Table(title=f"Skyhaul: scenario {endpoints.scenario} (logs in {run_dir})")
             for col in ("service", "address", "pid"):

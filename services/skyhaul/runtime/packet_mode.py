@@ -90,6 +90,7 @@ class PacketMode:
     def create(self) -> None:
         """Make every data center's namespace and devices (stale ones of dead runs go first)."""
         from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
 
         self.network = PacketNetwork(state_dir=self.state_dir)
         try:
@@ -104,6 +105,9 @@ class PacketMode:
                         tun = host.link_lookup(ifname=made.host_tun)[0]
                         for address in extra:
                             host.addr("add", index=tun, address=address, prefixlen=32)
+        except (OSError, NetlinkError) as exc:  # NetlinkError is an OSError in some pyroute2 versions
+            self.close()
+            raise PacketModeError(f"cannot make the data centers' namespaces and devices: {exc}") from exc
         except BaseException:
             self.close()
             raise
