@@ -255,6 +255,7 @@ def _another_run(system: PacketSystem, name: str) -> bool:
     return re.match(r"^s[kt][0-9a-f]", name) is not None and not name.startswith(system.prefix)
 
 
+@pytest.mark.slow  # a 20 s outage, then the sync
 def test_during_a_forced_outage_put_reaches_the_data_center_and_syncs_after(system, tmp_path):
     data = os.urandom(300_000)
     path = tmp_path / "during-outage.bin"
