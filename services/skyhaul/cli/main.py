@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
     "skyhaul.cli.scenario",
+    "skyhaul.cli.run",
 )
 
 DESCRIPTION = """\

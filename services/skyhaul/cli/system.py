@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
   skyhaul up --scenario scenarios/azure-mdc-2020.yaml
   SKYHAUL_REDIS_URL=redis://127.0.0.1:6379/0 skyhaul up   use an existing Redis
   skyhaul up --forward 8080=127.0.0.1:9000           your TCP app behind the terminal's link
+  sudo skyhaul up --data-plane packet                 every data center in its own network
+                                                      namespace; then `skyhaul run -d DC -- CMD`
 
 Each run keeps its state in RUN_DIR/run.json and is listed under $SKYHAUL_STATE_DIR/runs
 (default ~/.skyhaul/runs) while it lives: other commands find it there (several live runs: pick
@@ -41,6 +43,12 @@ one that keeps crashing stops the run. The same RUN_DIR again continues the same
 """,
     )
     up.add_argument("--scenario", help="scenario YAML (default: the built-in one)")
+    up.add_argument(
+        "--data-plane",
+        choices=("relay", "packet"),
+        help="relay (TCP relay ports, no privileges) or packet (every IP packet through the link; "
+        "root or CAP_NET_ADMIN); default: the scenario's data_plane, else relay",
+    )
     up.add_argument("--run-dir", help="where logs, data and run.json go (default: runs/<time>)")
     up.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     up.add_argument(
@@ -122,6 +130,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         register_run,
         unregister_run,
     )
+    from skyhaul.runtime.netns import PrivilegeError
+    from skyhaul.runtime.packet_mode import PacketModeError
     from skyhaul.runtime.scenario import ScenarioError
     from skyhaul.runtime.settings import SettingsError
 
@@ -135,10 +145,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             window_s=args.restart_window,
         )
         launcher = Launcher(
-            args.scenario, run_dir, forwards=args.forward, restart_policy=policy, stop_event=stop
+            args.scenario,
+            run_dir,
+            forwards=args.forward,
+            restart_policy=policy,
+            stop_event=stop,
+            data_plane=args.data_plane,
         )
     except (ScenarioError, SettingsError, ValueError) as exc:
         return fail(f"{exc} (nothing was started)", EXIT_USAGE)
+    except (PrivilegeError, PacketModeError) as exc:
+        return fail(str(exc), EXIT_USAGE)
     # From here a signal only asks to stop: every phase (startup too) checks the event.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -154,7 +171,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             return fail(f"{exc}; everything stopped", 130)
         except CrashLoop as exc:
             return fail(f"{exc}\n{exc.log_tail}")
-        except LaunchError as exc:
+        except (LaunchError, PacketModeError) as exc:
             return fail(f"start failed: {exc}")
         if args.json:
             print(
@@ -164,6 +181,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         "redis": endpoints.redis_url,
                         "relays": endpoints.relays,
                         "run_dir": endpoints.run_dir,
+                        **({"packet": endpoints.packet} if endpoints.packet else {}),
                     }
                 ),
                 flush=True,
@@ -178,6 +196,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 for port, target in relays.items():
                     table.add_row(f"{name} relay", f"127.0.0.1:{port}", f"-> {target}")
             table.add_row("redis", endpoints.redis_url, "")
+            for line in packet_lines(endpoints.packet):
+                table.add_row(*line)
             console.print(table)
             console.print(f"All services SERVING. Run state: {launcher.state_path}. Ctrl-C stops everything.")
         while not stop.wait(0.5):
@@ -191,6 +211,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         launcher.stop()
         unregister_run(launcher.run_dir)
+
+
+def packet_lines(packet: dict | None) -> list[tuple[str, str, str]]:
+    """(what, address, note) rows about packet mode, for `up` and `status` (none in relay mode)."""
+    if not packet:
+        return []
+    rows = [
+        (f"region {name}", address, "stable address (packet mode)")
+        for name, address in packet["regions"].items()
+    ]
+    for name, dc in packet["data_centers"].items():
+        rows.append(
+            (f"data center {name}", dc["address"], f"netns {dc['namespace']}: skyhaul run -d {name} -- CMD")
+        )
+    return rows
 
 
 def _targets(args: argparse.Namespace) -> tuple[dict[str, str], dict | None]:
@@ -235,6 +270,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             if name in relays:
                 entry["relays"] = relays[name]
             report[name] = entry
+        packet = (run or {}).get("packet")
+        if packet:
+            report["data_plane"] = {"mode": "packet", **packet}
         print_json(report)
     else:
         width = max(map(len, states), default=8)
@@ -243,6 +281,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {targets[name]:<22}  {state}{restarted}")
             for port, target in relays.get(name, {}).items():
                 print(f"{'':<{width}}  relay 127.0.0.1:{port} -> {target}")
+        for what, address, note in packet_lines((run or {}).get("packet")):
+            print(f"{what}: {address}  ({note})")
         if run:
             print(f"run: {run['run_dir']}")
     if all(s == "SERVING" for s in states.values()):

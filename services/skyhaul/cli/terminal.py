@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
   skyhaul terminal set --outage --for 30          force a 30 s outage
   skyhaul terminal set --extra-delay-ms 100 --for 60
   skyhaul terminal set --rate-cap-mbps 5          until cleared
+  skyhaul terminal set --loss-percent 2 --for 60  packet mode: 2 % random loss each way
   skyhaul terminal clear
 """,
     )
@@ -34,10 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     stats = actions.add_parser("stats", help="per-direction bytes, queue, delay, rate, outage time")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=lambda a: asyncio.run(cmd_stats(a)))
-    over = actions.add_parser("set", help="pin extra delay, cap the rate or force an outage")
+    over = actions.add_parser("set", help="pin extra delay, cap the rate, force an outage or set the loss")
     over.add_argument("--extra-delay-ms", type=float)
     over.add_argument("--rate-cap-mbps", type=float, help="0 removes the cap")
     over.add_argument("--outage", action="store_true", help="force an outage (needs --for)")
+    over.add_argument(
+        "--loss-percent",
+        type=float,
+        help="packet mode: random loss in %% each way instead of the configured one (negative removes it)",
+    )
     over.add_argument(
         "--for", dest="duration", type=float, default=0.0, help="seconds these last (0 = until cleared)"
     )
@@ -49,11 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides_dict(o) -> dict:
-    return {
+    value = {
         "extra_delay_ms": o.extra_delay_ms,
         "rate_cap_mbps": o.rate_cap_mbps,
         "forced_outage": o.forced_outage,
     }
+    if o.HasField("loss_percent"):
+        value["loss_percent"] = o.loss_percent
+    return value
 
 
 async def _call(args, method: str, request):
@@ -87,6 +96,23 @@ async def cmd_stats(args: argparse.Namespace) -> int:
             "rate_mbps": round(d.current_rate_mbps, 3),
         }
 
+    def packets(d) -> dict:
+        return {
+            "packets": d.packets,
+            "bytes_delivered": d.bytes_delivered,
+            "drops": {
+                "queue": d.drops_queue,
+                "random": d.drops_random,
+                "handover": d.drops_handover,
+                "outage": d.drops_outage,
+            },
+            "queue_delay_p50_ms": round(d.queue_delay_p50_ms, 3),
+            "queue_delay_p99_ms": round(d.queue_delay_p99_ms, 3),
+            "loss_percent": d.loss_percent,
+        }
+
+    packet_mode = s.data_plane == "packet"
+
     value = {
         "data_center": s.data_center_id,
         "link_up": s.link_up,
@@ -99,7 +125,12 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         "overrides": _overrides_dict(s.overrides),
         "route_stale": s.route_stale,
         "last_event_sequence": s.last_event_sequence,
+        "data_plane": s.data_plane or "relay",
     }
+    if packet_mode:
+        for name in ("uplink", "downlink"):
+            value[name].update(packets(getattr(s, name)))
+        del value["connections"], value["forwards"]
     if args.json:
         print_json(value)
         return EXIT_OK
@@ -112,9 +143,18 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         print(
             f"  {name:8s} in {d['bytes_in']:>12,d} B  out {d['bytes_out']:>12,d} B  queued {d['queued_bytes']:>10,d} B  delay {d['delay_ms']:7.2f} ms  {rate}"
         )
-    print(
-        f"  connections: {s.active_connections} active, {s.total_connections} total; forwards: {', '.join(value['forwards']) or 'none'}"
-    )
+    if packet_mode:
+        for name in ("uplink", "downlink"):
+            d = value[name]
+            drops = ", ".join(f"{cause} {count}" for cause, count in d["drops"].items())
+            print(
+                f"  {name:8s} {d['packets']:,d} packets, {d['bytes_delivered']:,d} B delivered; drops: {drops}; "
+                f"queue delay p50 {d['queue_delay_p50_ms']:.2f} ms p99 {d['queue_delay_p99_ms']:.2f} ms; loss {d['loss_percent']:g} %"
+            )
+    else:
+        print(
+            f"  connections: {s.active_connections} active, {s.total_connections} total; forwards: {', '.join(value['forwards']) or 'none'}"
+        )
     o = value["overrides"]
     if any(o.values()):
         print(f"  overrides: {o}")
@@ -126,8 +166,15 @@ async def cmd_set(args: argparse.Namespace) -> int:
 
     from skyhaul.v1 import terminal_pb2
 
-    if args.extra_delay_ms is None and args.rate_cap_mbps is None and not args.outage:
-        return fail("nothing to set: give --extra-delay-ms, --rate-cap-mbps or --outage", EXIT_USAGE)
+    if (
+        args.extra_delay_ms is None
+        and args.rate_cap_mbps is None
+        and not args.outage
+        and args.loss_percent is None
+    ):
+        return fail(
+            "nothing to set: give --extra-delay-ms, --rate-cap-mbps, --outage or --loss-percent", EXIT_USAGE
+        )
     request = terminal_pb2.SetOverridesRequest(
         duration=duration_pb2.Duration(seconds=int(args.duration), nanos=int((args.duration % 1) * 1e9))
     )
@@ -137,6 +184,8 @@ async def cmd_set(args: argparse.Namespace) -> int:
         request.rate_cap_mbps = args.rate_cap_mbps
     if args.outage:
         request.forced_outage = True
+    if args.loss_percent is not None:
+        request.loss_percent = args.loss_percent
     reply, error = await _call(args, "SetOverrides", request)
     if error:
         return fail(*error)

@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skyhaul.runtime.packet_mode import PacketMode
 from skyhaul.runtime.redis_server import RedisProcess, RedisServerError, die_with_parent, start_redis_server
 from skyhaul.runtime.scenario import Scenario, load_scenario
 from skyhaul.runtime.services import SERVICES
@@ -93,10 +94,12 @@ class ProcessSpec:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     relay_ports: dict[int, str] = field(default_factory=dict)  # terminal: local port -> target
+    host: str = "127.0.0.1"  # packet mode: a region address or a control veth's end
+    argv_prefix: list[str] = field(default_factory=list)  # packet mode: `ip netns exec NS` for an mdc
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -115,6 +118,7 @@ class Endpoints:
     pids: dict[str, int]
     restarts: dict[str, int] = field(default_factory=dict)  # label (and "redis" when ours) -> count
     launcher_pid: int = 0
+    packet: dict | None = None  # packet mode: region addresses, namespaces (runtime/packet_mode.py)
 
     def address(self, label: str) -> str:
         return self.services[label]
@@ -345,8 +349,10 @@ class Launcher:
         forwards: list[str] | tuple[str, ...] = (),
         restart_policy: RestartPolicy | None = None,
         stop_event: threading.Event | None = None,
+        data_plane: str | None = None,
     ) -> None:
-        """Raises ScenarioError or SettingsError (bad `forwards`) before anything starts."""
+        """Raises ScenarioError or SettingsError (bad `forwards`), PrivilegeError or PacketModeError
+        (packet mode without its privileges) before anything starts."""
         self.scenario_path = scenario_path
         self.scenario = load_scenario(scenario_path) if scenario_path else None
         if self.scenario is None:
@@ -366,6 +372,8 @@ class Launcher:
         self.endpoints: Endpoints | None = None
         self.clock_start: float | None = None
         self._phase = "starting"
+        # Packet mode checks its privileges here, before anything is made (PrivilegeError).
+        self.packet = PacketMode.prepare(self.scenario, data_plane)
 
     def __enter__(self) -> Launcher:
         self.start()
@@ -394,6 +402,9 @@ class Launcher:
                 self.children[REDIS_LABEL] = _Child(
                     REDIS_LABEL, self.redis.process, time.monotonic(), served=True
                 )
+            if self.packet is not None:
+                self.packet.create()
+                self.packet.expose_redis(self.redis_url, own=self.redis is not None)
             self.clock_start = load_clock_start(self.run_dir, self.scenario)
             self.specs = plan(
                 self.scenario,
@@ -403,6 +414,8 @@ class Launcher:
                 self.clock_start,
                 self.forwards,
             )
+            if self.packet is not None:
+                self.packet.adapt(self.specs)
             self.endpoints = Endpoints(
                 scenario=self.scenario.name,
                 scenario_path=str(Path(self.scenario_path).resolve()) if self.scenario_path else "",
@@ -415,6 +428,7 @@ class Launcher:
                 relays={s.name: s.relay_ports for s in self.specs if s.relay_ports},
                 pids={},
                 launcher_pid=os.getpid(),
+                packet=None if self.packet is None else self.packet.describe(),
             )
             for spec in self.specs:
                 self._spawn(spec)
@@ -430,7 +444,7 @@ class Launcher:
         env = {**os.environ, **spec.env}
         log = open(self.run_dir / "logs" / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
-            [sys.executable, "-m", SERVICES[spec.service].module],  # the service's own entry point
+            [*spec.argv_prefix, sys.executable, "-m", SERVICES[spec.service].module],  # its own entry point
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -453,6 +467,8 @@ class Launcher:
             self.redis.stop()  # reaps the dead one, keeps nothing running
             # The same port: every child keeps its SKYHAUL_REDIS_URL and reconnects by itself.
             self.redis = start_redis_server(port=port, data_dir=self.run_dir / "redis")
+            if self.packet is not None:  # the data centers reach it over their control veths
+                self.packet.expose_redis(self.redis.url, own=True)
             child = self.children[REDIS_LABEL]
             child.process, child.started = self.redis.process, time.monotonic()
         else:
@@ -579,6 +595,8 @@ class Launcher:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self.packet is not None:
+            self.packet.close()
         if self.endpoints is not None and self.state_path.exists():
             self.write_state("stopped")
 

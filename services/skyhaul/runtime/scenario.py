@@ -49,6 +49,7 @@ AZURE_REGIONS: dict[str, tuple[str, float, float]] = {
 }
 
 PRIORITIES = ("telemetry", "interactive", "bulk")
+DATA_PLANES = ("relay", "packet")  # docs/data-plane.md: relay needs no privileges, packet needs root
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class Scenario:
     data_centers: tuple[DataCenterSpec, ...]
     source: str = "<built-in>"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    data_plane: str = "relay"
 
     def region(self, region_id: str) -> RegionSpec:
         for r in self.regions:
@@ -518,6 +520,7 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
     duration = f.raw("duration_s")
     if duration is not None:
         duration = f.number("duration_s", lo=0, hi=30 * 86_400, lo_open=True)
+    data_plane = f.choice("data_plane", DATA_PLANES, "relay")
     constellation = _constellation(f.sub("constellation"), base_dir)
     scheduler, masks = _scheduler(f.sub("scheduler"))
     regions = [_region(_Fields(item, path), masks) for path, item in f.items("regions", required=True)]
@@ -543,6 +546,7 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
         data_centers=tuple(dcs),
         source=source,
         raw=dict(data),
+        data_plane=data_plane,
     )
 
 

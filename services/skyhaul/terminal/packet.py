@@ -129,11 +129,12 @@ class DirectionStats:
 
     direction: Direction
     packets: int
-    bytes: int
+    bytes: int  # delivered out of the link
     drops: dict[str, int]
     queue_delay_p50_s: float | None
     queue_delay_p99_s: float | None
     in_flight: int
+    bytes_in: int = 0  # read from the sending side's TUN (delivered + dropped + in flight)
 
     @property
     def dropped(self) -> int:
@@ -198,6 +199,7 @@ class _Line:
     last_leave: float = -math.inf
     packets: int = 0
     nbytes: int = 0
+    bytes_in: int = 0
     drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAUSES, 0))
     queue_delays: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=QUEUE_DELAY_SAMPLES)
@@ -346,16 +348,39 @@ class PacketEngine:
                     dict(line.drops),
                     list(line.queue_delays),
                     len(line.line),
+                    line.bytes_in,
                 )
                 for direction, line in self._lines.items()
             }
         result = {}
-        for direction, (packets, nbytes, drops, delays, in_flight) in snapshot.items():
+        for direction, (packets, nbytes, drops, delays, in_flight, bytes_in) in snapshot.items():
             p50 = p99 = None
             if delays:
                 p50, p99 = (float(v) for v in np.percentile(np.asarray(delays), [50, 99]))
-            result[direction] = DirectionStats(direction, packets, nbytes, drops, p50, p99, in_flight)
+            result[direction] = DirectionStats(
+                direction, packets, nbytes, drops, p50, p99, in_flight, bytes_in
+            )
         return result
+
+    def loss_override(self, wall: float | None = None) -> tuple[dict[Direction, float], float | None]:
+        """The loss override in force at ``wall`` (default now): ``({direction: percent}, until)``;
+        an empty mapping when there is none."""
+        wall = time.time() if wall is None else wall
+        with self._lock:
+            if not self._loss_override or (self._loss_until is not None and wall >= self._loss_until):
+                return {}, None
+            return dict(self._loss_override), self._loss_until
+
+    def delay_s(self, wall: float | None = None) -> float | None:
+        """The one-way delay a packet going on the air at ``wall`` gets (None: link down)."""
+        wall = time.time() if wall is None else wall
+        with self._lock:
+            reason, _rate, delay = self.link.conditions(Direction.UPLINK, wall)
+            if reason is not None:
+                return None
+            if self._pinned_delay_s is not None and (self._pinned_until is None or wall < self._pinned_until):
+                return self._pinned_delay_s + self.link.overrides.extra_delay_at(wall)
+            return delay
 
     def drop_events(self) -> list[DropEvent]:
         """The most recent drops (up to :data:`DROP_LOG`), oldest first."""
@@ -447,6 +472,7 @@ class PacketEngine:
         link = self.link
         direction = line.direction
         size = len(packet)
+        line.bytes_in += size
         reason, rate, delay = link.conditions(direction, wall)
         bucket = link.bucket(direction)
         on_air = now

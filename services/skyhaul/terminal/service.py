@@ -1,4 +1,7 @@
-"""The terminal service: the relay, fed live by the links service's route events, plus TerminalService.
+"""The terminal service: the data plane, fed live by the links service's route events, plus
+TerminalService. The data plane is the TCP relay (``relay``) or, under `skyhaul up --data-plane
+packet`, the packet engine between the data center's namespace and the host (``packet_plane``);
+both read the same ``EmulatedLink``, fed the same way.
 
 Route events carry emulated times; the relay works in wall time. Slot times and sample spacing are
 converted through the emulation clock, while delays, rates and stall durations stay physical.
@@ -9,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 
 import grpc
 from opentelemetry import trace
 
 from skyhaul.runtime.clock import EmulationClock, to_timestamp, to_unix
-from skyhaul.runtime.errors import InvalidArgument
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
 from skyhaul.runtime.eventloop import new_event_loop
 from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate, route_valid_until
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings, parse_hostport
+from skyhaul.terminal.packet import PacketEngine
+from skyhaul.terminal.packet_plane import PacketPlane, PacketPlaneSettings, data_plane_from_env
 from skyhaul.terminal.relay import TerminalRelay
-from skyhaul.terminal.shaping import EmulatedLink, LinkProfile
+from skyhaul.terminal.shaping import Direction, EmulatedLink, LinkProfile
 from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -68,10 +75,18 @@ def profile_from_route(route: route_pb2.Route, clock: EmulationClock) -> LinkPro
 class RouteFeed:
     """Keeps the emulated link's profile on this data center's current route (from the follower)."""
 
-    def __init__(self, settings: Settings, clock: EmulationClock, link: EmulatedLink) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: EmulationClock,
+        link: EmulatedLink,
+        apply_profile: Callable[[LinkProfile | None], None] | None = None,
+    ) -> None:
         self.dc_id = settings.data_center_id
         self.clock = clock
         self.link = link
+        # The packet engine takes its profile through its own lock (it runs on another thread).
+        self.apply_profile = apply_profile or link.set_profile
         home_region = settings.scenario.data_center(self.dc_id).home_region
         self.follower = LinkFollower(self.dc_id, home_region, clock, redis_url=settings.redis_url)
         self.follower.on_update(self._updated)
@@ -100,7 +115,7 @@ class RouteFeed:
         return self.follower.stale()
 
     def apply(self, route: route_pb2.Route) -> None:
-        self.link.set_profile(profile_from_route(route, self.clock))
+        self.apply_profile(profile_from_route(route, self.clock))
 
     def _updated(self, update: LinkUpdate) -> None:
         if update.route is None:
@@ -116,11 +131,20 @@ class RouteFeed:
 
 
 class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
-    def __init__(self, dc_id: str, relay: TerminalRelay, link: EmulatedLink, feed: RouteFeed) -> None:
+    def __init__(
+        self,
+        dc_id: str,
+        relay: TerminalRelay,
+        link: EmulatedLink,
+        feed: RouteFeed,
+        engine: PacketEngine | None = None,
+    ) -> None:
         self.dc_id = dc_id
         self.relay = relay
         self.link = link
         self.feed = feed
+        self.engine = engine  # packet mode: overrides go through the engine's lock
+        self.controls = engine if engine is not None else link
 
     def _overrides(self) -> terminal_pb2.Overrides:
         o = self.link.overrides
@@ -130,16 +154,24 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
             rate_cap_mbps=(o.rate_cap_at(now) or 0.0) / 1e6,
             forced_outage=o.outage_at(now),
         )
-        for field, until in (
+        untils = [
             ("extra_delay_until", o.extra_delay_until),
             ("rate_cap_until", o.rate_cap_until),
             ("forced_outage_until", o.outage_until),
-        ):
+        ]
+        if self.engine is not None:
+            loss, loss_until = self.engine.loss_override(now)
+            if loss:
+                msg.loss_percent = max(loss.values())
+                untils.append(("loss_until", loss_until))
+        for field, until in untils:
             if until is not None and math.isfinite(until):
                 getattr(msg, field).CopyFrom(to_timestamp(until))
         return msg
 
     async def GetStats(self, request, context):
+        if self.engine is not None:
+            return self._packet_stats(self.engine)
         s = self.relay.stats()
 
         def direction(d) -> terminal_pb2.DirectionStats:
@@ -166,6 +198,43 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
             last_event_sequence=self.feed.last_sequence,
             route_stale=self.feed.stale,
             satellite_index=self.feed.satellite,
+            data_plane="relay",
+        )
+
+    def _packet_stats(self, engine: PacketEngine) -> terminal_pb2.GetStatsResponse:
+        wall = time.time()
+        counters = engine.stats()
+        delay = engine.delay_s(wall)
+
+        def direction(which: Direction) -> terminal_pb2.DirectionStats:
+            c = counters[which]
+            return terminal_pb2.DirectionStats(
+                bytes_in=c.bytes_in,
+                bytes_out=c.bytes,
+                current_delay_ms=(delay or 0.0) * 1000.0,
+                current_rate_mbps=(self.link.rate_bps(which, wall) or 0.0) / 1e6,
+                packets=c.packets,
+                bytes_delivered=c.bytes,
+                drops_queue=c.drops["queue"],
+                drops_random=c.drops["random"],
+                drops_handover=c.drops["handover"],
+                drops_outage=c.drops["outage"],
+                queue_delay_p50_ms=(c.queue_delay_p50_s or 0.0) * 1000.0,
+                queue_delay_p99_ms=(c.queue_delay_p99_s or 0.0) * 1000.0,
+                loss_percent=engine.loss_percent(which, wall),
+            )
+
+        return terminal_pb2.GetStatsResponse(
+            data_center_id=self.dc_id,
+            link_up=self.link.is_up(wall),
+            uplink=direction(Direction.UPLINK),
+            downlink=direction(Direction.DOWNLINK),
+            outage_seconds_total=self.link.outage_seconds(wall),
+            overrides=self._overrides(),
+            last_event_sequence=self.feed.last_sequence,
+            route_stale=self.feed.stale,
+            satellite_index=self.feed.satellite,
+            data_plane="packet",
         )
 
     async def SetOverrides(self, request, context):
@@ -182,21 +251,36 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
             raise InvalidArgument(f"rate_cap_mbps {request.rate_cap_mbps} must be >= 0 (0 removes the cap)")
         if request.HasField("forced_outage") and request.forced_outage and duration is None:
             raise InvalidArgument("forced_outage needs a duration (how long the outage lasts)")
+        if request.HasField("loss_percent"):
+            if self.engine is None:
+                raise FailedPrecondition(
+                    "loss_percent needs the packet data plane (`skyhaul up --data-plane packet`): "
+                    "the relay carries TCP streams and cannot lose packets"
+                )
+            if not (math.isfinite(request.loss_percent) and request.loss_percent <= 100):
+                raise InvalidArgument(
+                    f"loss_percent {request.loss_percent} must be within [0, 100] (negative removes it)"
+                )
         span = trace.get_current_span()
+        controls = self.controls
         if request.HasField("extra_delay_ms"):
-            self.link.override_delay(request.extra_delay_ms / 1000.0, duration)
+            controls.override_delay(request.extra_delay_ms / 1000.0, duration)
             span.set_attribute("skyhaul.extra_delay_ms", request.extra_delay_ms)
         if request.HasField("rate_cap_mbps"):
-            self.link.cap_rate(request.rate_cap_mbps * 1e6 if request.rate_cap_mbps > 0 else None, duration)
+            controls.cap_rate(request.rate_cap_mbps * 1e6 if request.rate_cap_mbps > 0 else None, duration)
             span.set_attribute("skyhaul.rate_cap_mbps", request.rate_cap_mbps)
         if request.HasField("forced_outage"):
-            self.link.force_outage(duration if request.forced_outage else 0.0)
+            controls.force_outage(duration if request.forced_outage else 0.0)
             span.set_attribute("skyhaul.forced_outage_s", duration or 0.0)
+        if request.HasField("loss_percent") and self.engine is not None:
+            loss = request.loss_percent if request.loss_percent >= 0 else None
+            self.engine.override_loss(loss, None, duration)
+            span.set_attribute("skyhaul.loss_percent", request.loss_percent)
         log.info("overrides set", extra={"skyhaul.overrides": str(self.link.overrides)})
         return terminal_pb2.SetOverridesResponse(overrides=self._overrides())
 
     async def ClearOverrides(self, request, context):
-        self.link.clear_overrides()
+        self.controls.clear_overrides()
         return terminal_pb2.ClearOverridesResponse(overrides=self._overrides())
 
 
@@ -204,18 +288,41 @@ class TerminalApp(ServiceApp):
     name = "terminal"
     service_names = (service_full_name(terminal_pb2, "TerminalService"),)
 
-    def __init__(self, settings: Settings, clock: EmulationClock) -> None:
+    def __init__(
+        self, settings: Settings, clock: EmulationClock, packet: PacketPlaneSettings | None = None
+    ) -> None:
         self.settings = settings
         self.link = EmulatedLink(clock=time.time)
         self.relay = TerminalRelay(self.link)
-        self.feed = RouteFeed(settings, clock, self.link)
+        self.packet = None if packet is None else PacketPlane(packet, self.link, settings.data_center_id)
+        self.feed = RouteFeed(settings, clock, self.link, apply_profile=self._apply_profile)
         self.servicer = TerminalServicer(settings.data_center_id, self.relay, self.link, self.feed)
         self._stale_logged = False
+
+    def _apply_profile(self, profile: LinkProfile | None) -> None:
+        engine = self.servicer.engine
+        if engine is not None:
+            engine.set_route(profile)
+        else:
+            self.link.set_profile(profile)
 
     def register(self, server: grpc.aio.Server) -> None:
         terminal_pb2_grpc.add_TerminalServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
+        if self.packet is not None:
+            # Opening the TUNs touches the namespace from a short-lived thread: off the loop.
+            engine = await asyncio.to_thread(self.packet.start)
+            self.servicer.engine = self.servicer.controls = engine
+            log.info(
+                "packet data plane",
+                extra={
+                    "skyhaul.namespace": self.packet.settings.namespace,
+                    "skyhaul.queue_ms": engine.config.queue_ms,
+                },
+            )
+            self.feed.start()
+            return
         listen_host, _ = parse_hostport(self.settings.listen, "SKYHAUL_LISTEN")
         for forward in self.settings.terminal_forwards:
             await self.relay.add_forward(
@@ -226,6 +333,9 @@ class TerminalApp(ServiceApp):
 
     async def stop(self) -> None:
         await self.feed.stop()
+        if self.packet is not None:
+            await asyncio.to_thread(self.packet.stop)
+            return
         await self.relay.stop()
 
     async def ready(self) -> bool:
@@ -238,8 +348,12 @@ class TerminalApp(ServiceApp):
                 )
             else:
                 log.info("route feed current again")
-        return self.feed.follower.subscribed and not stale
+        engine_ok = self.packet is None or (self.servicer.engine is not None and self.servicer.engine.running)
+        return self.feed.follower.subscribed and not stale and engine_ok
 
 
 def build(settings: Settings, clock: EmulationClock) -> TerminalApp:
-    return TerminalApp(settings, clock)
+    packet = None
+    if data_plane_from_env(os.environ, settings.scenario) == "packet":
+        packet = PacketPlaneSettings.from_env(os.environ, settings.data_center_id)
+    return TerminalApp(settings, clock, packet)

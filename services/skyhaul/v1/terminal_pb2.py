@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skyhaul/v1/terminal.proto\x12\nskyhaul.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x0e\x44irectionStats\x12\x10\n\x08\x62ytes_in\x18\x01 \x01(\x03\x12\x11\n\tbytes_out\x18\x02 \x01(\x03\x12\x14\n\x0cqueued_bytes\x18\x03 \x01(\x03\x12\x18\n\x10\x63urrent_delay_ms\x18\x04 \x01(\x01\x12\x19\n\x11\x63urrent_rate_mbps\x18\x05 \x01(\x01\".\n\x07\x46orward\x12\x13\n\x0blisten_port\x18\x01 \x01(\x05\x12\x0e\n\x06target\x18\x02 \x01(\t\"\xf5\x01\n\tOverrides\x12\x16\n\x0e\x65xtra_delay_ms\x18\x01 \x01(\x01\x12\x15\n\rrate_cap_mbps\x18\x02 \x01(\x01\x12\x15\n\rforced_outage\x18\x03 \x01(\x08\x12\x35\n\x11\x65xtra_delay_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0erate_cap_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x66orced_outage_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x11\n\x0fGetStatsRequest\"\x86\x03\n\x10GetStatsResponse\x12\x16\n\x0e\x64\x61ta_center_id\x18\x01 \x01(\t\x12\x0f\n\x07link_up\x18\x02 \x01(\x08\x12*\n\x06uplink\x18\x03 \x01(\x0b\x32\x1a.skyhaul.v1.DirectionStats\x12,\n\x08\x64ownlink\x18\x04 \x01(\x0b\x32\x1a.skyhaul.v1.DirectionStats\x12\x1c\n\x14outage_seconds_total\x18\x05 \x01(\x01\x12\x1a\n\x12\x61\x63tive_connections\x18\x06 \x01(\x05\x12\x19\n\x11total_connections\x18\x07 \x01(\x03\x12%\n\x08\x66orwards\x18\x08 \x03(\x0b\x32\x13.skyhaul.v1.Forward\x12(\n\toverrides\x18\t \x01(\x0b\x32\x15.skyhaul.v1.Overrides\x12\x1b\n\x13last_event_sequence\x18\n \x01(\x04\x12\x13\n\x0broute_stale\x18\x0b \x01(\x08\x12\x17\n\x0fsatellite_index\x18\x0c \x01(\x05\"\xce\x01\n\x13SetOverridesRequest\x12\x1b\n\x0e\x65xtra_delay_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rrate_cap_mbps\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rforced_outage\x18\x03 \x01(\x08H\x02\x88\x01\x01\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x11\n\x0f_extra_delay_msB\x10\n\x0e_rate_cap_mbpsB\x10\n\x0e_forced_outage\"@\n\x14SetOverridesResponse\x12(\n\toverrides\x18\x01 \x01(\x0b\x32\x15.skyhaul.v1.Overrides\"\x17\n\x15\x43learOverridesRequest\"B\n\x16\x43learOverridesResponse\x12(\n\toverrides\x18\x01 \x01(\x0b\x32\x15.skyhaul.v1.Overrides2\x84\x02\n\x0fTerminalService\x12\x45\n\x08GetStats\x12\x1b.skyhaul.v1.GetStatsRequest\x1a\x1c.skyhaul.v1.GetStatsResponse\x12Q\n\x0cSetOverrides\x12\x1f.skyhaul.v1.SetOverridesRequest\x1a .skyhaul.v1.SetOverridesResponse\x12W\n\x0e\x43learOverrides\x12!.skyhaul.v1.ClearOverridesRequest\x1a\".skyhaul.v1.ClearOverridesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skyhaul/v1/terminal.proto\x12\nskyhaul.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n\x0e\x44irectionStats\x12\x10\n\x08\x62ytes_in\x18\x01 \x01(\x03\x12\x11\n\tbytes_out\x18\x02 \x01(\x03\x12\x14\n\x0cqueued_bytes\x18\x03 \x01(\x03\x12\x18\n\x10\x63urrent_delay_ms\x18\x04 \x01(\x01\x12\x19\n\x11\x63urrent_rate_mbps\x18\x05 \x01(\x01\x12\x0f\n\x07packets\x18\x06 \x01(\x03\x12\x17\n\x0f\x62ytes_delivered\x18\x07 \x01(\x03\x12\x13\n\x0b\x64rops_queue\x18\x08 \x01(\x03\x12\x14\n\x0c\x64rops_random\x18\t \x01(\x03\x12\x16\n\x0e\x64rops_handover\x18\n \x01(\x03\x12\x14\n\x0c\x64rops_outage\x18\x0b \x01(\x03\x12\x1a\n\x12queue_delay_p50_ms\x18\x0c \x01(\x01\x12\x1a\n\x12queue_delay_p99_ms\x18\r \x01(\x01\x12\x14\n\x0closs_percent\x18\x0e \x01(\x01\".\n\x07\x46orward\x12\x13\n\x0blisten_port\x18\x01 \x01(\x05\x12\x0e\n\x06target\x18\x02 \x01(\t\"\xd1\x02\n\tOverrides\x12\x16\n\x0e\x65xtra_delay_ms\x18\x01 \x01(\x01\x12\x15\n\rrate_cap_mbps\x18\x02 \x01(\x01\x12\x15\n\rforced_outage\x18\x03 \x01(\x08\x12\x35\n\x11\x65xtra_delay_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0erate_cap_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x66orced_outage_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0closs_percent\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12.\n\nloss_until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0f\n\r_loss_percent\"\x11\n\x0fGetStatsRequest\"\x9a\x03\n\x10GetStatsResponse\x12\x16\n\x0e\x64\x61ta_center_id\x18\x01 \x01(\t\x12\x0f\n\x07link_up\x18\x02 \x01(\x08\x12*\n\x06uplink\x18\x03 \x01(\x0b\x32\x1a.skyhaul.v1.DirectionStats\x12,\n\x08\x64ownlink\x18\x04 \x01(\x0b\x32\x1a.skyhaul.v1.DirectionStats\x12\x1c\n\x14outage_seconds_total\x18\x05 \x01(\x01\x12\x1a\n\x12\x61\x63tive_connections\x18\x06 \x01(\x05\x12\x19\n\x11total_connections\x18\x07 \x01(\x03\x12%\n\x08\x66orwards\x18\x08 \x03(\x0b\x32\x13.skyhaul.v1.Forward\x12(\n\toverrides\x18\t \x01(\x0b\x32\x15.skyhaul.v1.Overrides\x12\x1b\n\x13last_event_sequence\x18\n \x01(\x04\x12\x13\n\x0broute_stale\x18\x0b \x01(\x08\x12\x17\n\x0fsatellite_index\x18\x0c \x01(\x05\x12\x12\n\ndata_plane\x18\r \x01(\t\"\xfa\x01\n\x13SetOverridesRequest\x12\x1b\n\x0e\x65xtra_delay_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rrate_cap_mbps\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rforced_outage\x18\x03 \x01(\x08H\x02\x88\x01\x01\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0closs_percent\x18\x05 \x01(\x01H\x03\x88\x01\x01\x42\x11\n\x0f_extra_delay_msB\x10\n\x0e_rate_cap_mbpsB\x10\n\x0e_forced_outageB\x0f\n\r_loss_percent\"@\n\x14SetOverridesResponse\x12(\n\toverrides\x18\x01 \x01(\x0b\x32\x15.skyhaul.v1.Overrides\"\x17\n\x15\x43learOverridesRequest\"B\n\x16\x43learOverridesResponse\x12(\n\toverrides\x18\x01 \x01(\x0b\x32\x15.skyhaul.v1.Overrides2\x84\x02\n\x0fTerminalService\x12\x45\n\x08GetStats\x12\x1b.skyhaul.v1.GetStatsRequest\x1a\x1c.skyhaul.v1.GetStatsResponse\x12Q\n\x0cSetOverrides\x12\x1f.skyhaul.v1.SetOverridesRequest\x1a .skyhaul.v1.SetOverridesResponse\x12W\n\x0e\x43learOverrides\x12!.skyhaul.v1.ClearOverridesRequest\x1a\".skyhaul.v1.ClearOverridesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyhaul.v1.terminal_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DIRECTIONSTATS']._serialized_start=107
-  _globals['_DIRECTIONSTATS']._serialized_end=235
-  _globals['_FORWARD']._serialized_start=237
-  _globals['_FORWARD']._serialized_end=283
-  _globals['_OVERRIDES']._serialized_start=286
-  _globals['_OVERRIDES']._serialized_end=531
-  _globals['_GETSTATSREQUEST']._serialized_start=533
-  _globals['_GETSTATSREQUEST']._serialized_end=550
-  _globals['_GETSTATSRESPONSE']._serialized_start=553
-  _globals['_GETSTATSRESPONSE']._serialized_end=943
-  _globals['_SETOVERRIDESREQUEST']._serialized_start=946
-  _globals['_SETOVERRIDESREQUEST']._serialized_end=1152
-  _globals['_SETOVERRIDESRESPONSE']._serialized_start=1154
-  _globals['_SETOVERRIDESRESPONSE']._serialized_end=1218
-  _globals['_CLEAROVERRIDESREQUEST']._serialized_start=1220
-  _globals['_CLEAROVERRIDESREQUEST']._serialized_end=1243
-  _globals['_CLEAROVERRIDESRESPONSE']._serialized_start=1245
-  _globals['_CLEAROVERRIDESRESPONSE']._serialized_end=1311
-  _globals['_TERMINALSERVICE']._serialized_start=1314
-  _globals['_TERMINALSERVICE']._serialized_end=1574
+  _globals['_DIRECTIONSTATS']._serialized_end=444
+  _globals['_FORWARD']._serialized_start=446
+  _globals['_FORWARD']._serialized_end=492
+  _globals['_OVERRIDES']._serialized_start=495
+  _globals['_OVERRIDES']._serialized_end=832
+  _globals['_GETSTATSREQUEST']._serialized_start=834
+  _globals['_GETSTATSREQUEST']._serialized_end=851
+  _globals['_GETSTATSRESPONSE']._serialized_start=854
+  _globals['_GETSTATSRESPONSE']._serialized_end=1264
+  _globals['_SETOVERRIDESREQUEST']._serialized_start=1267
+  _globals['_SETOVERRIDESREQUEST']._serialized_end=1517
+  _globals['_SETOVERRIDESRESPONSE']._serialized_start=1519
+  _globals['_SETOVERRIDESRESPONSE']._serialized_end=1583
+  _globals['_CLEAROVERRIDESREQUEST']._serialized_start=1585
+  _globals['_CLEAROVERRIDESREQUEST']._serialized_end=1608
+  _globals['_CLEAROVERRIDESRESPONSE']._serialized_start=1610
+  _globals['_CLEAROVERRIDESRESPONSE']._serialized_end=1676
+  _globals['_TERMINALSERVICE']._serialized_start=1679
+  _globals['_TERMINALSERVICE']._serialized_end=1939
 # @@protoc_insertion_point(module_scope)
