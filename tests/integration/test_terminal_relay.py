@@ -9,6 +9,7 @@ the machine, and keep the issue's tolerances.
 import asyncio
 import hashlib
 import os
+import socket
 import statistics
 import time
 
@@ -405,3 +406,26 @@ def test_bad_forwards_are_refused_with_the_field_named():
 
     # Parsing LOCALPORT=HOST:PORT lists is settings' job (tests/unit/test_scenario.py).
     assert run(main()) == []
+
+
+def test_the_relays_sockets_never_hold_a_small_piece_for_nagle():
+    """A probe the relay writes must leave at once, not wait for the peer's delayed ACK (40 ms on
+    Linux): both sockets of a relayed connection have TCP_NODELAY (issue 11 ruled this out as
+    the cause of the delay tail; this keeps it ruled out)."""
+
+    async def main():
+        server, echo_port = await start_server(echo_handler)
+        relay, port = await start_relay(EmulatedLink(LinkProfile.constant(0.0)), echo_port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await rtt(reader, writer)  # the target is connected once the first probe is back
+        (conn,) = relay._connections
+        options = [
+            endpoint.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for endpoint in (conn.client, conn.target)
+        ]
+        writer.close()
+        await relay.stop()
+        server.close()
+        return options
+
+    assert all(option != 0 for option in run(main()))

@@ -17,6 +17,13 @@ timeouts), e.g. with ``asyncio.Runner(loop_factory=new_event_loop)``. Delivery t
 aimed early by the loop's measured wake-up lateness (at most 0.5 ms), so bytes leave on time on
 average instead of always a little late.
 
+On a machine whose CPUs are busy, a timer's real lateness is the wait for a CPU: with other
+runnable processes that is several ms, now and then tens of ms (issue 11 measured the relay's
+planned leave times exact to the ns while its writes, and the bench's own client and echo
+server, woke that late). ``TerminalRelay(realtime_priority=N)`` runs the relay's loop thread
+under SCHED_FIFO, which wakes it within about 0.1 ms however busy the machine is; it needs root
+or CAP_SYS_NICE, and the kernel's RT throttling (95 % of a CPU by default) still bounds it.
+
 Use (the servicer and the Redis subscriber drive the link; times are wall Unix seconds, see
 ``shaping`` for converting the links service's emulation times)::
 
@@ -37,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +133,7 @@ class _Pipe:
         "done",
         "timer",
         "timer_when",
+        "timer_target",
         "transmitter",
         "in_ring",
     )
@@ -145,6 +155,7 @@ class _Pipe:
         self.done = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
+        self.timer_target = -math.inf  # the leave time an early-aimed delivery timer stands for
         self.transmitter = relay._transmitters[direction]
         self.in_ring = False  # waiting its turn at the direction's rate-limited transmitter
 
@@ -182,19 +193,22 @@ class _Pipe:
 
     # the engine
 
-    def run(self) -> None:
+    def run(self, target: float = -math.inf) -> None:
+        """Transmit and deliver what is due; ``target`` is the leave time the timer that woke
+        us was aimed early for: it goes out now, however the lateness estimate moved since."""
         if self.done:
             return
         loop = self.relay._loop
         now = loop.time()
         retry = self._transmit(now) if self.pending else None
-        due = self._deliver(now)
+        due = self._deliver(now, target)
         if due is not None:
-            due -= self.relay._lead  # aimed early by the loop's usual wake-up lateness
-            if retry is None or due < retry:
-                retry = due
-        if retry is not None and retry != float("inf"):
-            self._arm(retry)
+            aimed = due - self.relay._lead  # aimed early by the loop's usual wake-up lateness
+            if retry is None or aimed < retry:
+                self._arm(aimed, due)
+                return
+        if retry is not None and retry != math.inf:
+            self._arm(retry, -math.inf)
 
     def _transmit(self, now: float) -> float | None:
         """Put queued bytes on the air while the link allows; return when to retry. With a rate
@@ -227,14 +241,20 @@ class _Pipe:
             pending[0] = view[nbytes:]
         return nbytes, when
 
-    def _deliver(self, now: float) -> float | None:
-        """Write every piece whose leave time has come; return the next leave time to wait for."""
+    def _deliver(self, now: float, target: float = -math.inf) -> float | None:
+        """Write every piece whose leave time has come (or is ``target``, the time the waking
+        timer was aimed early for); return the next leave time to wait for."""
         in_flight = self.in_flight
         if in_flight:
             dst = self.dst
             if dst is None or dst.transport is None or self.dst_paused:
                 return None  # the target is still connecting, or resume_writing will call back
             horizon = now + self.relay._horizon
+            if horizon < target:
+                # The timer was aimed earlier than the lead is now (this wake-up was punctual and
+                # lowered the estimate): sleeping again for the difference would hand the CPU
+                # away right before the deadline, and a busy machine may not give it back in time.
+                horizon = target
             if in_flight[0][0] > horizon:
                 return in_flight[0][0]
             link = self.link
@@ -264,19 +284,20 @@ class _Pipe:
             self._finish()
         return None
 
-    def _arm(self, when: float) -> None:
+    def _arm(self, when: float, target: float) -> None:
         timer = self.timer
         if timer is not None:
             if self.timer_when <= when:
                 return  # an earlier wake-up is armed; it re-plans then
             timer.cancel()
         self.timer_when = when
+        self.timer_target = target
         self.timer = self.relay._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self.timer = None
         self.relay._woke(self.timer_when)
-        self.run()
+        self.run(self.timer_target)
 
     def _finish(self) -> None:
         """Everything the source sent has left: pass its EOF on."""
@@ -364,7 +385,7 @@ class _Transmitter:
                 continue
             nbytes, when = pipe.book(now, wall)
             if nbytes == 0:  # the bucket is booked a burst ahead, or the link is down
-                if when != float("inf"):
+                if when != math.inf:
                     self._arm(when)
                 return
             ring.rotate(-1)
@@ -533,6 +554,22 @@ class _Listener:
         return self.forward
 
 
+def _enter_realtime(priority: int) -> tuple[int, Any]:
+    """Put the calling thread (the loop's: pid 0 means this thread on Linux) under SCHED_FIFO at
+    ``priority``; return its policy and parameters before, for ``stop()`` to restore."""
+    if not hasattr(os, "SCHED_FIFO"):
+        raise FailedPrecondition("terminal relay: realtime_priority needs Linux (SCHED_FIFO)")
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"terminal relay: cannot run at realtime_priority {priority} ({exc.strerror or exc}); "
+            "it needs root or CAP_SYS_NICE; leave realtime_priority unset for normal scheduling"
+        ) from None
+    return before
+
+
 def _check_port(name: str, port: object, *, allow_zero: bool) -> None:
     low = 0 if allow_zero else 1
     if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= 65535:
@@ -545,6 +582,10 @@ class TerminalRelay:
     ``queue_limit_bytes`` bounds each direction of each connection; ``drain_timeout_s`` is how
     long ``stop()`` lets queued bytes leave before closing; ``connect_timeout_s`` bounds the
     connection to a target (a failure closes the client and counts in ``failed_connections``).
+    ``realtime_priority`` (1..99, default None: normal scheduling) puts the thread running the
+    relay's loop under SCHED_FIFO from ``start()`` until ``stop()``, so deliveries wake on time
+    on a busy machine (see the module's notes); ``start()`` fails with FailedPrecondition when
+    the process may not do that.
     """
 
     def __init__(
@@ -555,6 +596,7 @@ class TerminalRelay:
         read_size: int = READ_SIZE,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        realtime_priority: int | None = None,
     ) -> None:
         if not isinstance(link, EmulatedLink):
             raise InvalidArgument(f"link: expected an EmulatedLink, got {type(link).__name__}")
@@ -569,11 +611,21 @@ class TerminalRelay:
         for name, value in (("drain_timeout_s", drain_timeout_s), ("connect_timeout_s", connect_timeout_s)):
             if not isinstance(value, int | float) or not value >= 0:
                 raise InvalidArgument(f"{name}: {value!r} must be a number >= 0 s")
+        if realtime_priority is not None and (
+            isinstance(realtime_priority, bool)
+            or not isinstance(realtime_priority, int)
+            or not 1 <= realtime_priority <= 99
+        ):
+            raise InvalidArgument(
+                f"realtime_priority: {realtime_priority!r} must be a SCHED_FIFO priority 1..99 (or None)"
+            )
         self.link = link
         self.queue_limit = queue_limit_bytes
         self.read_size = read_size
         self.drain_timeout_s = float(drain_timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
+        self.realtime_priority = realtime_priority
+        self._scheduling_before: tuple[int, Any] | None = None  # restored by stop()
         self._listeners: list[_Listener] = []
         self._connections: set[_Connection] = set()
         self._counters = {direction: _Counters() for direction in Direction}
@@ -625,6 +677,8 @@ class TerminalRelay:
         if self._running:
             return
         self._loop = asyncio.get_running_loop()
+        if self.realtime_priority is not None:
+            self._scheduling_before = _enter_realtime(self.realtime_priority)
         self._unsubscribe = self.link.subscribe(self._link_changed)
         self._running = True
         try:
@@ -667,6 +721,10 @@ class TerminalRelay:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._scheduling_before is not None:
+            policy, param = self._scheduling_before
+            self._scheduling_before = None
+            os.sched_setscheduler(0, policy, param)  # giving up a priority is always allowed
 
     async def __aenter__(self) -> TerminalRelay:
         await self.start()
