@@ -135,3 +135,13 @@ def test_settings_name_the_bad_variable():
         (7001, "region-westus2", 50053),
         (7002, "::1", 9),
     ]
+
+
+def test_realtime_priority_setting_is_opt_in_and_bounded():
+    from skyhaul.runtime.settings import Settings, SettingsError
+
+    assert Settings.from_env("terminal", {}).realtime_priority is None
+    assert Settings.from_env("terminal", {"SKYHAUL_REALTIME_PRIORITY": "10"}).realtime_priority == 10
+    for bad in ("0", "100", "-1", "fast"):
+        with pytest.raises(SettingsError, match="SKYHAUL_REALTIME_PRIORITY"):
+            Settings.from_env("terminal", {"SKYHAUL_REALTIME_PRIORITY": bad})

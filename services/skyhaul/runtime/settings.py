@@ -65,6 +65,9 @@ class Settings:
     terminal_forwards: tuple[Forward, ...]
     clock_start: float | None
     log_level: str
+    # SCHED_FIFO priority of the terminal's data-plane thread (relay loop or packet engine), opt-in:
+    # on a busy machine late wake-ups are what makes a delay's tail (docs/data-plane.md).
+    realtime_priority: int | None = None
 
     def peer(self, service: str) -> str:
         return self.peers[service]
@@ -102,6 +105,11 @@ class Settings:
         level = env.get("SKYHAUL_LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"SKYHAUL_LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
+        priority = env.get("SKYHAUL_REALTIME_PRIORITY", "")
+        if priority and (not priority.isdigit() or not 1 <= int(priority) <= 99):
+            raise SettingsError(
+                f"SKYHAUL_REALTIME_PRIORITY: {priority[:40]!r} is not a priority from 1 to 99"
+            )
         return cls(
             service=service,
             listen=listen,
@@ -114,6 +122,7 @@ class Settings:
             terminal_forwards=parse_forwards(env.get("SKYHAUL_TERMINAL_FORWARDS", "")),
             clock_start=start,
             log_level=level,
+            realtime_priority=int(priority) if priority else None,
         )
 
 

@@ -14,7 +14,8 @@ Environment (all optional but the three names, which the launcher sets):
   ``SKYHAUL_PACKET_DOWNLINK_LOSS_PERCENT``: random loss (default ``packet.DEFAULT_LOSS_PERCENT``);
 - ``SKYHAUL_PACKET_SEED``: the loss generator's seed (default: derived from the data center id,
   so runs repeat);
-- ``SKYHAUL_PACKET_REALTIME_PRIORITY``: SCHED_FIFO priority of the engine thread (default none).
+- ``SKYHAUL_PACKET_REALTIME_PRIORITY``: SCHED_FIFO priority of the engine thread (default
+  ``SKYHAUL_REALTIME_PRIORITY``, the one the relay uses too; unset: normal scheduling).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class PacketPlaneSettings:
 
         both = number("SKYHAUL_PACKET_LOSS_PERCENT", DEFAULT_LOSS_PERCENT)
         queue_bytes = number("SKYHAUL_PACKET_QUEUE_BYTES", None)
-        priority = number("SKYHAUL_PACKET_REALTIME_PRIORITY", None)
+        priority = number("SKYHAUL_PACKET_REALTIME_PRIORITY", number("SKYHAUL_REALTIME_PRIORITY", None))
         seed = number("SKYHAUL_PACKET_SEED", None)
         try:
             config = PacketConfig(

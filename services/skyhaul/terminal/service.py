@@ -293,7 +293,7 @@ class TerminalApp(ServiceApp):
     ) -> None:
         self.settings = settings
         self.link = EmulatedLink(clock=time.time)
-        self.relay = TerminalRelay(self.link)
+        self.relay = TerminalRelay(self.link, realtime_priority=settings.realtime_priority)
         self.packet = None if packet is None else PacketPlane(packet, self.link, settings.data_center_id)
         self.feed = RouteFeed(settings, clock, self.link, apply_profile=self._apply_profile)
         self.servicer = TerminalServicer(settings.data_center_id, self.relay, self.link, self.feed)
