@@ -89,10 +89,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def prepare_scenario(source: Path, run_dir: Path, speed: float | None) -> Path:
     """Validate the scenario and copy it into the run directory (with the speed override)."""
-    from skyhaul.runtime.scenario import load_scenario
+    from skyhaul.runtime.scenario import load_scenario, read_scenario_file
 
     load_scenario(source)  # validate before anything starts
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    data = read_scenario_file(source)
     if speed is not None:
         data["speed"] = speed
     constellation = data.get("constellation", {})

@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES = (
     "skyhaul.cli.system",
+    "skyhaul.cli.scenarios",
     "skyhaul.cli.k8s",
     "skyhaul.cli.orbit",
     "skyhaul.cli.links",
