@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from skyhaul.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_formatter, fail, print_json
+from skyhaul.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, JSON_HELP, add_formatter, fail, print_json
 from skyhaul.cli.record import REPORT_FILE, SUMMARY_FILE, RunData, RunRecorder, Summary, summarize
 from skyhaul.runtime.clients import channel
 from skyhaul.runtime.clock import to_unix
@@ -48,7 +48,7 @@ examples:
     demo.add_argument("--speed", type=float, help="override the scenario's speed (emulated s per wall s)")
     demo.add_argument("--run-dir", help="where the record, logs and report go (default runs/demo-<time>)")
     demo.add_argument("--no-live", action="store_true", help="plain log lines even on a TTY")
-    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--json", action="store_true", help=JSON_HELP)
     demo.set_defaults(func=cmd_demo)
 
 

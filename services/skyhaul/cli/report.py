@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyhaul.cli.common import EXIT_OK, EXIT_USAGE, add_formatter, fail, print_json
+from skyhaul.cli.common import EXIT_OK, EXIT_USAGE, JSON_HELP, add_formatter, fail, print_json
 from skyhaul.cli.record import (
     REPORT_FILE,
     SUMMARY_FILE,
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     report.add_argument("run_dir", help="a directory written by `skyhaul demo`")
     report.add_argument("--output", help=f"PNG path (default RUN_DIR/{REPORT_FILE})")
-    report.add_argument("--json", action="store_true")
+    report.add_argument("--json", action="store_true", help=JSON_HELP)
     report.set_defaults(func=cmd_report)
 
 

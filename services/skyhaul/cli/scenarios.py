@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from skyhaul.cli.common import EXIT_OK, EXIT_USAGE, add_formatter, fail, print_json
+from skyhaul.cli.common import EXIT_OK, EXIT_USAGE, JSON_HELP, add_formatter, fail, print_json
 
 SHIPPED_DIR = Path(__file__).resolve().parents[3] / "scenarios"
 
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
   skyhaul scenarios --json
 """,
     )
-    listing.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.set_defaults(func=cmd_scenarios)
 
     scenario = sub.add_parser("scenario", help="check a scenario file, or print the scenario JSON Schema")

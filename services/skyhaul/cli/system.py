@@ -14,6 +14,7 @@ from skyhaul.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    JSON_HELP,
     add_formatter,
     endpoints_file,
     fail,
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--scenario", help="scenario YAML (default: the built-in one)")
     up.add_argument("--run-dir", help="where logs and data go (default: runs/<time>)")
-    up.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    up.add_argument("--json", action="store_true", help=JSON_HELP)
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one service in the foreground (what a container runs)")
@@ -61,7 +62,7 @@ examples:
 """,
     )
     status.add_argument("--target", action="append", default=[], metavar="NAME=HOST:PORT")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.set_defaults(func=cmd_status)
 
 
