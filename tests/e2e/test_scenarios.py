@@ -14,7 +14,13 @@ SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.y
 
 
 def test_the_shipped_scenarios_are_all_here():
-    assert {p.stem for p in SCENARIOS} >= {"azure-mdc-2020", "starlink-gen1-isl", "o3b-meo", "fleet", "kuiper-aws"}
+    assert {p.stem for p in SCENARIOS} >= {
+        "azure-mdc-2020",
+        "starlink-gen1-isl",
+        "o3b-meo",
+        "fleet",
+        "kuiper-aws",
+    }
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
