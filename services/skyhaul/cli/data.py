@@ -352,19 +352,19 @@ async def cmd_mdc_status(args: argparse.Namespace) -> int:
     if link.last_event_sequence == 0:
         link_line += "  (no link events yet: assumed up, failures drive the retries)"
     elif link.since.seconds:
-        link_line += f"  since {_time(link.since)}"
+        link_line += f"  since {_time(link.since)} (emulated)"
     oldest = backlog.oldest_age.seconds + backlog.oldest_age.nanos * 1e-9
     print(f"data center  {status.data_center_id}   (emulated time {_time(status.emulated_time)})")
     print(f"link         {link_line}")
     print(
         f"backlog      {backlog.objects} objects, {_size(backlog.bytes)}"
-        + (f", oldest {oldest:.0f} s" if backlog.objects else "")
+        + (f", oldest {oldest:.0f} s old (emulated)" if backlog.objects else "")
     )
     print(
         f"totals       put {totals.objects_put} ({_size(totals.bytes_put)})  synced {totals.objects_synced} "
         f"({_size(totals.bytes_synced)})  sent {_size(totals.bytes_sent)}  failed {totals.objects_failed}"
     )
-    print(f"throughput   {totals.throughput_mbps:.1f} Mbit/s to the region (last 5 s)")
+    print(f"throughput   {totals.throughput_mbps:.1f} Mbit/s to the region (last 5 s, wall clock)")
     print(f"sync         {'PAUSED (link down)' if status.sync_paused else 'running'}")
     if workload.objects_per_batch:
         interval = workload.interval.seconds + workload.interval.nanos * 1e-9

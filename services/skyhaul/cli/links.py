@@ -392,7 +392,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(
         f"{args.mdc} -> {region}: {args.hours:g} h from {utc(start)} UTC at {args.step:g} s "
-        f"({summary.samples} samples, computed in {summary.compute_seconds:.1f} s)"
+        f"({summary.samples} samples, computed in {summary.compute_seconds:.1f} s wall clock)"
     )
     print(f"  availability  {100 * summary.availability:.2f} %")
     print(
@@ -401,7 +401,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
     )
     print(f"  handovers     {summary.handovers}")
     print(
-        f"  outages       {len(outages)} (total {result['outage_s']:.0f} s, longest {summary.longest_outage_s:.0f} s)"
+        f"  outages       {len(outages)} (total {result['outage_s']:.0f} s, longest {summary.longest_outage_s:.0f} s; emulated time)"
     )
     for a, b in outages[:10]:
         print(f"                {utc(a)} - {utc(b, '%H:%M:%S')}  ({b - a:.0f} s)")
