@@ -317,3 +317,10 @@ def test_a_bad_tle_file_names_the_file_and_line_and_does_not_echo_it(tmp_path):
     tle.write_text("\n".join(lines) + "\n")
     path.write_text(yaml.safe_dump(scenario(constellation={"tle_file": "sats.tle", "skip_invalid": True})))
     assert load_scenario(path).constellation.skip_invalid
+
+
+def test_an_empty_section_or_value_means_the_defaults():
+    s = parse_scenario(scenario(scheduler=None, description=None, speed=None))
+    assert s.scheduler == SchedulerConfig() and s.description == "" and s.speed == 1.0
+    with pytest.raises(ScenarioError, match=r"^regions: required"):
+        parse_scenario(scenario(regions=None))

@@ -583,6 +583,16 @@ def _check_finite(value: Any, path: list) -> None:
             _check_finite(item, [*path, i])
 
 
+def _drop_nulls(value: Any) -> Any:
+    """A key left empty (`scheduler:` with its lines commented out) means "use the defaults", as if
+    it were not there; YAML reads it as null."""
+    if isinstance(value, Mapping):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
 def validate_document(data: Any) -> None:
     """Check a loaded scenario against SCENARIO_SCHEMA; raise ScenarioError naming the first bad field."""
     _check_finite(data, [])
@@ -782,6 +792,7 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
     if isinstance(data, Mapping) and isinstance(data.get("epoch"), dt.datetime | dt.date):
         # yaml.safe_load turns an unquoted time into a datetime; the file format says text.
         data = {**data, "epoch": data["epoch"].isoformat()}
+    data = _drop_nulls(data)
     validate_document(data)
     epoch = _epoch(data.get("epoch", "2020-10-30T00:00:00Z"), "epoch")
     duration = data.get("duration_s")
