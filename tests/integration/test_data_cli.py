@@ -59,14 +59,14 @@ async def test_put_objects_status_and_blobs(
         code, out, _ = await run_cli(
             capsys,
             "put", str(source), "--key", "scans/scan.bin", "--priority", "telemetry",
-            "--metadata", "camera=north", "--content-type", "application/x-scan", "--mdc", mdc, "--json",
+            "--metadata", "camera=north", "--content-type", "application/x-scan", "--mdc-addr", mdc, "--json",
         )  # fmt: skip
         assert code == EXIT_OK
         stored = json.loads(out)
         assert stored["key"] == "scans/scan.bin" and stored["sha256"] == sha256_hex(data)
         assert stored["priority"] == "telemetry" and stored["metadata"] == {"camera": "north"}
 
-        code, out, _ = await run_cli(capsys, "put", str(source), "--mdc", mdc)
+        code, out, _ = await run_cli(capsys, "put", str(source), "--mdc-addr", mdc)
         assert code == EXIT_OK and "stored scan.bin" in out
 
         async with grpc.aio.insecure_channel(mdc) as channel:
@@ -76,22 +76,22 @@ async def test_put_objects_status_and_blobs(
                 assert asyncio.get_running_loop().time() < deadline, "the objects never synced"
                 await asyncio.sleep(0.05)
 
-        code, out, _ = await run_cli(capsys, "objects", "--mdc", mdc, "--state", "synced", "--json")
+        code, out, _ = await run_cli(capsys, "objects", "--mdc-addr", mdc, "--state", "synced", "--json")
         assert code == EXIT_OK
         assert sorted(o["key"] for o in json.loads(out)) == ["scan.bin", "scans/scan.bin"]
-        code, out, _ = await run_cli(capsys, "objects", "--mdc", mdc, "--state", "pending")
+        code, out, _ = await run_cli(capsys, "objects", "--mdc-addr", mdc, "--state", "pending")
         assert code == EXIT_OK and out.strip() == "no objects"
-        code, out, _ = await run_cli(capsys, "objects", "--mdc", mdc)
+        code, out, _ = await run_cli(capsys, "objects", "--mdc-addr", mdc)
         assert "scans/scan.bin" in out and "synced" in out and "100%" in out
 
-        code, out, _ = await run_cli(capsys, "blobs", "--region", region, "--json")
+        code, out, _ = await run_cli(capsys, "blobs", "--region-addr", region, "--json")
         assert code == EXIT_OK
         blobs = {b["name"]: b for b in json.loads(out)}
         assert blobs["scans/scan.bin"]["sha256"] == sha256_hex(data)
         assert blobs["scans/scan.bin"]["content_type"] == "application/x-scan"
         assert blobs["scans/scan.bin"]["metadata"] == {"camera": "north"}
         code, out, _ = await run_cli(
-            capsys, "blobs", "--region", region, "--container", "mdc-sync", "--prefix", "scans/"
+            capsys, "blobs", "--region-addr", region, "--container", "mdc-sync", "--prefix", "scans/"
         )
         assert (
             code == EXIT_OK
@@ -99,22 +99,22 @@ async def test_put_objects_status_and_blobs(
             and "scan.bin " not in out.replace("scans/scan.bin", "")
         )
 
-        code, out, _ = await run_cli(capsys, "mdc-status", "--mdc", mdc, "--json")
+        code, out, _ = await run_cli(capsys, "mdc-status", "--mdc-addr", mdc, "--json")
         status = json.loads(out)
-        assert status["dataCenterId"] == DATA_CENTER and status["totals"]["objectsSynced"] == "2"
-        code, out, _ = await run_cli(capsys, "mdc-status", "--mdc", mdc)
+        assert status["data_center_id"] == DATA_CENTER and status["totals"]["objects_synced"] == 2
+        code, out, _ = await run_cli(capsys, "mdc-status", "--mdc-addr", mdc)
         assert code == EXIT_OK and "UP" in out and "synced 2" in out and "assumed up" in out
 
         # Bad input: a clear line on stderr and the usage exit code; nothing is stored.
-        code, _, err = await run_cli(capsys, "put", str(tmp_path / "missing.bin"), "--mdc", mdc)
+        code, _, err = await run_cli(capsys, "put", str(tmp_path / "missing.bin"), "--mdc-addr", mdc)
         assert code == EXIT_USAGE and "no such file" in err
-        code, _, err = await run_cli(capsys, "put", str(source), "--metadata", "novalue", "--mdc", mdc)
+        code, _, err = await run_cli(capsys, "put", str(source), "--metadata", "novalue", "--mdc-addr", mdc)
         assert code == EXIT_USAGE and "KEY=VALUE" in err
-        code, _, err = await run_cli(capsys, "put", str(source), "--key", "../up", "--mdc", mdc)
+        code, _, err = await run_cli(capsys, "put", str(source), "--key", "../up", "--mdc-addr", mdc)
         assert code == EXIT_USAGE and "'..'" in err
-        code, out, _ = await run_cli(capsys, "objects", "--mdc", mdc, "--json")
+        code, out, _ = await run_cli(capsys, "objects", "--mdc-addr", mdc, "--json")
         assert len(json.loads(out)) == 2
-        code, _, err = await run_cli(capsys, "mdc-status", "--mdc", f"127.0.0.1:{free_port()}")
+        code, _, err = await run_cli(capsys, "mdc-status", "--mdc-addr", f"127.0.0.1:{free_port()}")
         assert code == EXIT_UNAVAILABLE and "cannot reach" in err
     finally:
         await mdc_server.stop(grace=0.1)

@@ -437,7 +437,7 @@ async def test_cli_route_rtt_contacts_and_events(links, tmp_path, capsys):
     assert code == 2 and "unknown data center 'mdc-atlantis'" in err
 
 
-@pytest.mark.parametrize("hours", [0.25, 6.0])
+@pytest.mark.parametrize("hours", [0.25, 6.0, 24.0])
 def test_rtt_plot_is_a_readable_png(tmp_path, hours):
     t = EPOCH + np.arange(0, hours * 3600, 1.0)
     rtt = 50 + 5 * np.sin(t / 300)

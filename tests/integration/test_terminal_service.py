@@ -188,10 +188,25 @@ async def test_terminal_cli_reads_stats_and_sets_overrides(terminal, redis_url):
         _cli, "terminal", "--terminal", control, "set", "--extra-delay-ms", "5", "--for", "60", "--json"
     )
     assert rc == 0 and out["extra_delay_ms"] == 5.0
+    assert out["extra_delay_until"].endswith("Z") and out["rate_cap_mbps"] is None
     rc, stats, _ = await asyncio.to_thread(_cli, "terminal", "--terminal", control, "stats", "--json")
     assert rc == 0 and stats["link_up"] and stats["overrides"]["extra_delay_ms"] == 5.0
     assert abs(stats["uplink"]["delay_ms"] - 25.0) < 1e-6
     rc, _, err = await asyncio.to_thread(_cli, "terminal", "--terminal", control, "set")
     assert rc == 2 and "nothing to set" in err
     rc, out, _ = await asyncio.to_thread(_cli, "terminal", "--terminal", control, "clear", "--json")
-    assert rc == 0 and out == {"extra_delay_ms": 0.0, "rate_cap_mbps": 0.0, "forced_outage": False}
+    assert rc == 0 and out == {
+        "extra_delay_ms": None,
+        "extra_delay_until": None,
+        "rate_cap_mbps": None,
+        "rate_cap_until": None,
+        "forced_outage": False,
+        "forced_outage_until": None,
+        "loss_percent": None,
+        "loss_until": None,
+    }
+    # Without --json it says what it set in words, not as a Python dict.
+    rc, text, _ = await asyncio.to_thread(
+        _cli, "terminal", "--terminal", control, "set", "--rate-cap-mbps", "5"
+    )
+    assert rc == 0 and "rate cap 5 Mbit/s until cleared" in text and "{" not in text

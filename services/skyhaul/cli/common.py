@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from skyhaul.runtime.settings import ADDR_VARS, SERVICE_PORTS
@@ -60,9 +63,119 @@ def resolve_address(service: str, explicit: str | None = None, label: str | None
     return f"127.0.0.1:{SERVICE_PORTS[service]}"
 
 
-def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+# --- JSON for programs: one encoder for every --json output -------------------------------------
+# Times are RFC 3339 in UTC with a `Z`; "no value" is null (never "-", -1 or NaN); NaN and infinity
+# are never written (json.dumps would write the non-JSON token NaN).
+
+
+def rfc3339(value: Any) -> str | None:
+    """A protobuf Timestamp, Unix seconds or datetime as '2020-10-30T00:10:31Z' (with milliseconds
+    when not whole); None for an unset Timestamp or a non-finite number."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    else:
+        if hasattr(value, "seconds") and hasattr(value, "nanos"):
+            if not value.seconds and not value.nanos:
+                return None
+            value = value.seconds + value.nanos * 1e-9
+        if not math.isfinite(value):
+            return None
+        stamp = dt.datetime.fromtimestamp(round(float(value), 3), dt.UTC)
+    stamp = stamp.astimezone(dt.UTC)
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    if stamp.microsecond:
+        text += f".{stamp.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+def proto_dict(message: Any) -> dict[str, Any]:
+    """A protobuf message as JSON-ready values: field names as in the .proto, every field present,
+    Timestamps as RFC 3339, non-finite doubles as None and a satellite index of -1 ("none") as None."""
+    from google.protobuf.descriptor import FieldDescriptor
+    from google.protobuf.json_format import MessageToDict
+
+    int64_types = (
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    )
+
+    def clean(msg: Any, data: dict[str, Any]) -> dict[str, Any]:
+        for fd in msg.DESCRIPTOR.fields:
+            if fd.name not in data:
+                continue
+            value = getattr(msg, fd.name)
+            repeated = fd.is_repeated
+            if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+                if repeated:
+                    data[fd.name] = [v if math.isfinite(v) else None for v in value]
+                else:
+                    data[fd.name] = value if math.isfinite(value) else None
+            elif fd.name.endswith("satellite_index"):
+                data[fd.name] = (
+                    [v if v >= 0 else None for v in value] if repeated else (value if value >= 0 else None)
+                )
+            elif (
+                fd.type in int64_types
+            ):  # proto3 JSON writes 64-bit integers as strings; programs want numbers
+                data[fd.name] = list(value) if repeated else value
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE and not fd.message_type.full_name.startswith(
+                "google.protobuf."
+            ):
+                if fd.message_type.GetOptions().map_entry:
+                    continue
+                if repeated:
+                    data[fd.name] = [clean(m, d) for m, d in zip(value, data[fd.name], strict=True)]
+                else:
+                    data[fd.name] = clean(value, data[fd.name])
+        return data
+
+    return clean(
+        message,
+        MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+    )
+
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON values: non-finite floats -> None, datetimes and Timestamps -> RFC 3339, protobuf
+    messages -> proto_dict, numpy scalars and arrays -> Python numbers and lists, paths -> text."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return rfc3339(value)
+    if hasattr(value, "DESCRIPTOR") and hasattr(value, "ListFields"):
+        if value.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
+            return rfc3339(value)
+        return json_ready(proto_dict(value))
+    if hasattr(value, "tolist"):  # numpy
+        return json_ready(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+def to_json(value: Any, indent: int | None = 2) -> str:
+    return json.dumps(json_ready(value), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+def print_json(value: Any, *, line: bool = False) -> None:
+    """--json output: indented, or one object a line (`line=True`, for streams)."""
+    sys.stdout.write(to_json(value, None if line else 2) + "\n")
+    if line:
+        sys.stdout.flush()
+
+
+JSON_HELP = "print JSON for programs (times RFC 3339 UTC, null for no value)"
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> int:
@@ -99,9 +212,9 @@ def pass_dict(p) -> dict[str, Any]:
     return {
         "satellite_index": p.satellite_index,
         "satellite": p.satellite_name,
-        "rise": utc(p.rise_time),
-        "culmination": utc(p.culmination_time),
-        "set": utc(p.set_time),
+        "rise": rfc3339(p.rise_time),
+        "culmination": rfc3339(p.culmination_time),
+        "set": rfc3339(p.set_time),
         "max_elevation_deg": round(p.max_elevation_deg, 2),
         "duration_s": round(p.duration_s, 1),
         "rise_azimuth_deg": round(p.rise_azimuth_deg, 1),
@@ -111,17 +224,40 @@ def pass_dict(p) -> dict[str, Any]:
     }
 
 
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """A table through rich: headers aligned with their columns whatever the widths. A column named
+    with a leading '>' is right-aligned (numbers). Piped output is never wrapped or cut."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in columns:
+        right = name.startswith(">")
+        table.add_column(name.lstrip(">"), justify="right" if right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 10_000, highlight=False).print(table)
+
+
 def print_passes(passes: list, limit: int) -> None:
     """The pass / contact-window table of `skyhaul passes` and `skyhaul contacts`."""
-    print(
-        f"{'satellite':22s} {'rise (UTC)':19s} {'az':>5s}  {'max el':>6s}  {'set (UTC)':19s} {'az':>5s}  {'dur s':>6s}"
+    print_table(
+        ["satellite", "rise (UTC)", ">az", ">max el", "set (UTC)", ">az", ">dur s", "note"],
+        [
+            [
+                p.satellite_name,
+                utc(p.rise_time),
+                f"{p.rise_azimuth_deg:.0f}",
+                f"{p.max_elevation_deg:.1f}",
+                utc(p.set_time),
+                f"{p.set_azimuth_deg:.0f}",
+                f"{p.duration_s:.0f}",
+                "cut by the window" if p.rise_clipped or p.set_clipped else "",
+            ]
+            for p in passes[:limit]
+        ],
     )
-    for p in passes[:limit]:
-        clipped = " (cut by the window)" if p.rise_clipped or p.set_clipped else ""
-        print(
-            f"{p.satellite_name:22s} {utc(p.rise_time)} {p.rise_azimuth_deg:5.0f}  {p.max_elevation_deg:6.1f}  "
-            f"{utc(p.set_time)} {p.set_azimuth_deg:5.0f}  {p.duration_s:6.0f}{clipped}"
-        )
     if len(passes) > limit:
         print(f"... {len(passes) - limit} more (--limit, --json)")
 

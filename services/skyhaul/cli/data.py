@@ -12,12 +12,17 @@ from pathlib import Path
 from skyhaul.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
+    JSON_HELP,
     add_formatter,
     fail,
     print_json,
+    print_table,
     progress_bar,
+    proto_dict,
     resolve_address,
+    rfc3339,
     rpc_error_message,
+    running_endpoints,
 )
 
 PRIORITIES = ("telemetry", "interactive", "bulk")
@@ -43,8 +48,8 @@ examples:
     put.add_argument("--priority", choices=PRIORITIES, default="bulk", help="sync class (default bulk)")
     put.add_argument("--content-type", default="", help="MIME type stored with the blob")
     put.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
-    put.add_argument("--mdc", help="data center HOST:PORT")
-    put.add_argument("--json", action="store_true")
+    _add_mdc_flags(put)
+    put.add_argument("--json", action="store_true", help=JSON_HELP)
     put.set_defaults(func=cmd_put)
 
     objects = sub.add_parser("objects", help="objects in the data center and their sync state")
@@ -60,8 +65,8 @@ examples:
     objects.add_argument("--state", choices=STATES, help="only objects in this state")
     objects.add_argument("--prefix", default="", help="only keys starting with this")
     objects.add_argument("--limit", type=int, default=1000, help="rows at most (default 1000)")
-    objects.add_argument("--mdc", help="data center HOST:PORT")
-    objects.add_argument("--json", action="store_true")
+    _add_mdc_flags(objects)
+    objects.add_argument("--json", action="store_true", help=JSON_HELP)
     objects.set_defaults(func=lambda a: asyncio.run(cmd_objects(a)))
 
     status = sub.add_parser("mdc-status", help="the data center's link, backlog, throughput and totals")
@@ -70,11 +75,12 @@ examples:
         """examples:
   skyhaul mdc-status
   skyhaul mdc-status --json
-  skyhaul mdc-status --mdc 127.0.0.1:50054
+  skyhaul mdc-status --mdc mdc-kodiak
+  skyhaul mdc-status --mdc-addr 127.0.0.1:50054
 """,
     )
-    status.add_argument("--mdc", help="data center HOST:PORT")
-    status.add_argument("--json", action="store_true")
+    _add_mdc_flags(status)
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.set_defaults(func=lambda a: asyncio.run(cmd_mdc_status(a)))
 
     blobs = sub.add_parser("blobs", help="blobs committed in the region")
@@ -84,16 +90,41 @@ examples:
 
 examples:
   skyhaul blobs                                  everything in the region
-  skyhaul blobs --container mdc-sync --prefix sensor/mdc-prudhoe/
-  skyhaul blobs --region 127.0.0.1:50053 --json
+  skyhaul blobs --container mdc-sync --prefix sensor/
+  skyhaul blobs --region westus2 --json
+  skyhaul blobs --region-addr 127.0.0.1:50053
 """,
     )
     blobs.add_argument("--container", help="only this container")
     blobs.add_argument("--prefix", default="", help="only names starting with this")
     blobs.add_argument("--limit", type=int, default=1000, help="rows at most per container (default 1000)")
-    blobs.add_argument("--region", help="region HOST:PORT")
-    blobs.add_argument("--json", action="store_true")
+    blobs.add_argument("--region", metavar="ID", help="region id (default: the first region)")
+    blobs.add_argument("--region-addr", metavar="HOST:PORT", help="the region service's address")
+    blobs.add_argument("--json", action="store_true", help=JSON_HELP)
     blobs.set_defaults(func=lambda a: asyncio.run(cmd_blobs(a)))
+
+
+def _add_mdc_flags(parser: argparse.ArgumentParser) -> None:
+    # --mdc is a data center id in every command; an address has its own flag.
+    parser.add_argument("--mdc", metavar="ID", help="data center id (default: the first data center)")
+    parser.add_argument("--mdc-addr", metavar="HOST:PORT", help="the data center service's address")
+
+
+def _address(service: str, explicit: str | None, label: str | None) -> str:
+    """An id the running system does not have is an error, never a silent fall-back to another one."""
+    if label and not explicit:
+        running = running_endpoints()
+        known = sorted(n for n in (running or {}).get("services", {}) if n.startswith(service))
+        if running and label not in known:
+            raise ValueError(f"the running system has no {label} (it has {', '.join(known) or 'none'})")
+    return resolve_address(service, explicit, label)
+
+
+def _mdc_address(args: argparse.Namespace) -> str:
+    label = None
+    if args.mdc:  # `skyhaul up` names a data center's process by its id, with an mdc- prefix if it has none
+        label = args.mdc if args.mdc.startswith("mdc") else f"mdc-{args.mdc}"
+    return _address("mdc", args.mdc_addr, label)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -129,8 +160,8 @@ def _object_row(o) -> dict:
         "sha256": o.sha256_hex,
         "bytes_confirmed": o.bytes_confirmed,
         "attempts": o.attempts,
-        "created_at": _time(o.created_at),
-        "synced_at": _time(o.synced_at),
+        "created_at": rfc3339(o.created_at),
+        "synced_at": rfc3339(o.synced_at),
         "region_etag": o.region_etag,
         "error": o.error,
         "metadata": dict(o.metadata),
@@ -201,7 +232,10 @@ async def _put(
             yield mdc_pb2.PutObjectRequest(data=chunk)
             advance(len(chunk))
 
-    address = resolve_address("mdc", args.mdc)
+    try:
+        address = _mdc_address(args)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
@@ -230,7 +264,10 @@ async def cmd_objects(args: argparse.Namespace) -> int:
     state = (
         getattr(mdc_pb2, f"SYNC_STATE_{args.state.upper()}") if args.state else mdc_pb2.SYNC_STATE_UNSPECIFIED
     )
-    address = resolve_address("mdc", args.mdc)
+    try:
+        address = _mdc_address(args)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     rows: list[dict] = []
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
@@ -258,28 +295,35 @@ async def cmd_objects(args: argparse.Namespace) -> int:
     if not rows:
         print("no objects")
         return EXIT_OK
-    width = min(60, max(len(r["key"]) for r in rows))
-    print(
-        f"{'key':<{width}}  {'size':>10}  {'state':<9}  {'priority':<11}  {'staged':>6}  {'tries':>5}  created"
+    print_table(
+        ["key", ">size", "state", "priority", ">staged", ">tries", "created (UTC)", "error"],
+        [
+            [
+                r["key"],
+                _size(r["size"]),
+                r["state"],
+                r["priority"],
+                f"{r['bytes_confirmed'] / r['size']:.0%}" if r["size"] else "-",
+                str(r["attempts"]),
+                r["created_at"] or "-",
+                r["error"],
+            ]
+            for r in rows
+        ],
     )
-    for r in rows:
-        staged = f"{r['bytes_confirmed'] / r['size']:.0%}" if r["size"] else "-"
-        line = (
-            f"{r['key']:<{width}}  {_size(r['size']):>10}  {r['state']:<9}  {r['priority']:<11}  "
-            f"{staged:>6}  {r['attempts']:>5}  {r['created_at']}"
-        )
-        print(line + (f"  error: {r['error']}" if r["error"] else ""))
     return EXIT_OK
 
 
 async def cmd_mdc_status(args: argparse.Namespace) -> int:
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
     from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
     from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
 
-    address = resolve_address("mdc", args.mdc)
+    try:
+        address = _mdc_address(args)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
@@ -287,7 +331,11 @@ async def cmd_mdc_status(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             return fail(*rpc_error_message(exc, address))
     if args.json:
-        print_json(MessageToDict(status, always_print_fields_with_no_presence=True))
+        value = proto_dict(status)
+        if not status.link.up:  # no satellite and no RTT while the link is down (not 0)
+            value["link"]["rtt_ms"] = None
+            value["link"]["satellite_index"] = None
+        print_json(value)
         return EXIT_OK
     link, backlog, totals, workload = status.link, status.backlog, status.totals, status.workload
     if link.up:
@@ -304,19 +352,19 @@ async def cmd_mdc_status(args: argparse.Namespace) -> int:
     if link.last_event_sequence == 0:
         link_line += "  (no link events yet: assumed up, failures drive the retries)"
     elif link.since.seconds:
-        link_line += f"  since {_time(link.since)}"
+        link_line += f"  since {_time(link.since)} (emulated)"
     oldest = backlog.oldest_age.seconds + backlog.oldest_age.nanos * 1e-9
     print(f"data center  {status.data_center_id}   (emulated time {_time(status.emulated_time)})")
     print(f"link         {link_line}")
     print(
         f"backlog      {backlog.objects} objects, {_size(backlog.bytes)}"
-        + (f", oldest {oldest:.0f} s" if backlog.objects else "")
+        + (f", oldest {oldest:.0f} s old (emulated)" if backlog.objects else "")
     )
     print(
         f"totals       put {totals.objects_put} ({_size(totals.bytes_put)})  synced {totals.objects_synced} "
         f"({_size(totals.bytes_synced)})  sent {_size(totals.bytes_sent)}  failed {totals.objects_failed}"
     )
-    print(f"throughput   {totals.throughput_mbps:.1f} Mbit/s to the region (last 5 s)")
+    print(f"throughput   {totals.throughput_mbps:.1f} Mbit/s to the region (last 5 s, wall clock)")
     print(f"sync         {'PAUSED (link down)' if status.sync_paused else 'running'}")
     if workload.objects_per_batch:
         interval = workload.interval.seconds + workload.interval.nanos * 1e-9
@@ -338,7 +386,10 @@ async def cmd_blobs(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         return fail(f"--limit {args.limit} must be at least 1", EXIT_USAGE)
-    address = resolve_address("region", args.region)
+    try:
+        address = _address("region", args.region_addr, f"region-{args.region}" if args.region else None)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     rows: list[dict] = []
     async with channel(address) as ch:
         stub = region_pb2_grpc.CloudRegionServiceStub(ch)
@@ -370,7 +421,7 @@ async def cmd_blobs(args: argparse.Namespace) -> int:
                             "size": b.size,
                             "sha256": b.sha256_hex,
                             "etag": b.etag,
-                            "committed_at": _time(b.committed_at),
+                            "committed_at": rfc3339(b.committed_at),
                             "blocks": b.block_count,
                             "content_type": b.content_type,
                             "metadata": dict(b.metadata),
@@ -388,14 +439,18 @@ async def cmd_blobs(args: argparse.Namespace) -> int:
     if not rows:
         print("no blobs" + (f" in {args.container}" if args.container else ""))
         return EXIT_OK
-    width = min(60, max(len(r["name"]) for r in rows))
-    cwidth = max(len(r["container"]) for r in rows)
-    print(
-        f"{'container':<{cwidth}}  {'name':<{width}}  {'size':>10}  {'blocks':>6}  committed            sha256"
+    print_table(
+        ["container", "name", ">size", ">blocks", "committed (UTC)", "sha256"],
+        [
+            [
+                r["container"],
+                r["name"],
+                _size(r["size"]),
+                str(r["blocks"]),
+                r["committed_at"] or "-",
+                r["sha256"][:16] + "...",
+            ]
+            for r in rows
+        ],
     )
-    for r in rows:
-        print(
-            f"{r['container']:<{cwidth}}  {r['name']:<{width}}  {_size(r['size']):>10}  {r['blocks']:>6}  "
-            f"{r['committed_at']}  {r['sha256'][:16]}..."
-        )
     return EXIT_OK

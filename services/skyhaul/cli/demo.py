@@ -15,8 +15,17 @@ from pathlib import Path
 
 import yaml
 
-from skyhaul.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_formatter, fail, print_json
-from skyhaul.cli.record import REPORT_FILE, SUMMARY_FILE, RunData, RunRecorder, Summary, summarize
+from skyhaul.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, JSON_HELP, add_formatter, fail, print_json
+from skyhaul.cli.record import (
+    REPORT_FILE,
+    SUMMARY_FILE,
+    RunData,
+    RunRecorder,
+    Summary,
+    count_handovers,
+    outage_intervals,
+    summarize,
+)
 from skyhaul.runtime.clients import channel
 from skyhaul.runtime.clock import to_unix
 
@@ -48,7 +57,7 @@ examples:
     demo.add_argument("--speed", type=float, help="override the scenario's speed (emulated s per wall s)")
     demo.add_argument("--run-dir", help="where the record, logs and report go (default runs/demo-<time>)")
     demo.add_argument("--no-live", action="store_true", help="plain log lines even on a TTY")
-    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--json", action="store_true", help=JSON_HELP)
     demo.set_defaults(func=cmd_demo)
 
 
@@ -89,10 +98,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def prepare_scenario(source: Path, run_dir: Path, speed: float | None) -> Path:
     """Validate the scenario and copy it into the run directory (with the speed override)."""
-    from skyhaul.runtime.scenario import load_scenario
+    from skyhaul.runtime.scenario import load_scenario, read_scenario_file
 
     load_scenario(source)  # validate before anything starts
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    data = read_scenario_file(source)
     if speed is not None:
         data["speed"] = speed
     constellation = data.get("constellation", {})
@@ -106,9 +115,12 @@ def prepare_scenario(source: Path, run_dir: Path, speed: float | None) -> Path:
 
 
 class DemoState:
-    """The latest values the live view shows."""
+    """The latest values the live view shows. The running outage and handover counts are computed
+    from the same rows, by the same functions, as the summary's (record.py), so the two agree."""
 
     def __init__(self) -> None:
+        self.start = 0.0  # the measured window, emulated seconds (the summary's meta start/end)
+        self.end = 0.0
         self.t = 0.0
         self.link_up: bool | None = None
         self.satellite = -1
@@ -119,9 +131,37 @@ class DemoState:
         self.synced_objects = 0
         self.synced_bytes = 0
         self.put_objects = 0
-        self.outages = 0
-        self.handovers = 0
+        self.link: list[tuple[float, bool]] = []  # as RunData.link
+        self.handover_rows: list[tuple[float, int, int]] = []  # as RunData.handovers
         self.events = 0
+
+    @property
+    def outages(self) -> int:
+        return len(outage_intervals(self.link, self.start, min(max(self.t, self.start), self.end)))
+
+    @property
+    def handovers(self) -> int:
+        return count_handovers(self.handover_rows, self.start, self.end)
+
+    def on_link(
+        self, recorder: RunRecorder, t: float, up: bool, sequence: int, *, snapshot: bool = False
+    ) -> None:
+        if snapshot:
+            recorder.write("link", t=t, up=up, sequence=sequence, snapshot=True)
+        else:
+            recorder.write("link", t=t, up=up, sequence=sequence)
+        self.link.append((t, up))
+        self.link_up = up
+        if not up:  # no satellite and no RTT while the link is down
+            self.satellite, self.rtt_ms = -1, float("nan")
+
+    def on_handover(
+        self, recorder: RunRecorder, t: float, from_satellite: int, to_satellite: int, sequence: int
+    ):
+        recorder.write(
+            "handover", t=t, from_satellite=from_satellite, to_satellite=to_satellite, sequence=sequence
+        )
+        self.handover_rows.append((t, from_satellite, to_satellite))
 
 
 async def run_demo(
@@ -154,6 +194,7 @@ async def run_demo(
             slot_offset_s=scenario.scheduler.slot_offset_s,
         )
         state = DemoState()
+        state.start, state.end, state.t = start, end, start
         addresses = {
             "links": endpoints.first("links"),
             "mdc": endpoints.services[next(k for k in endpoints.services if k.startswith("mdc"))],
@@ -165,7 +206,7 @@ async def run_demo(
             mdc = mdc_pb2_grpc.ModularDataCenterServiceStub(mdc_channel)
             try:
                 await _follow(mdc, recorder, state, emulated_now, end, live=live, quiet=quiet)
-                await _drain(mdc, recorder, state, emulated_now, quiet=quiet)
+                await _drain(mdc, recorder, state, emulated_now, quiet=quiet, live=live)
             finally:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
@@ -199,27 +240,13 @@ async def _watch_events(links_addr: str, dc_id: str, recorder: RunRecorder, stat
             if kind == "snapshot":
                 for route in event.snapshot.routes:
                     if route.data_center_id == dc_id:
-                        recorder.write(
-                            "link", t=t, up=route.available, sequence=event.snapshot.sequence, snapshot=True
-                        )
-                        state.link_up = route.available
+                        state.on_link(recorder, t, route.available, event.snapshot.sequence, snapshot=True)
                         _route_row(recorder, route, event.snapshot.sequence, state)
             elif kind == "link_status" and event.link_status.data_center_id == dc_id:
-                recorder.write("link", t=t, up=event.link_status.up, sequence=event.sequence)
-                if state.link_up and not event.link_status.up:
-                    state.outages += 1
-                state.link_up = event.link_status.up
+                state.on_link(recorder, t, event.link_status.up, event.sequence)
             elif kind == "handover" and event.handover.ground_id == dc_id:
                 h = event.handover
-                recorder.write(
-                    "handover",
-                    t=t,
-                    from_satellite=h.from_satellite,
-                    to_satellite=h.to_satellite,
-                    sequence=event.sequence,
-                )
-                if h.from_satellite >= 0 and h.to_satellite >= 0 and h.from_satellite != h.to_satellite:
-                    state.handovers += 1
+                state.on_handover(recorder, t, h.from_satellite, h.to_satellite, event.sequence)
             elif kind == "route_changed" and event.route_changed.route.data_center_id == dc_id:
                 _route_row(recorder, event.route_changed.route, event.sequence, state)
 
@@ -235,7 +262,7 @@ def _route_row(recorder: RunRecorder, route, sequence: int, state: DemoState) ->
         delay_samples_ms=list(route.delay_samples_ms),
         sequence=sequence,
     )
-    state.satellite = route.first_satellite_index
+    state.satellite = route.first_satellite_index if route.available else -1
     state.rtt_ms = 2.0 * route.one_way_delay_ms if route.available else float("nan")
     state.capacity_up = route.capacity_up_mbps
 
@@ -270,10 +297,11 @@ def _view(state: DemoState, start: float, end: float):
     for col in ("link", "satellite", "RTT", "uplink", "backlog", "synced", "outages", "handovers"):
         table.add_column(col)
     link = "[green]UP[/green]" if state.link_up else ("[red]DOWN[/red]" if state.link_up is False else "?")
-    rtt = f"{state.rtt_ms:.1f} ms" if state.rtt_ms == state.rtt_ms else "—"
+    up = bool(state.link_up)
+    rtt = f"{state.rtt_ms:.1f} ms" if up and state.rtt_ms == state.rtt_ms else "—"
     table.add_row(
         link,
-        str(state.satellite) if state.satellite >= 0 else "—",
+        str(state.satellite) if up and state.satellite >= 0 else "—",
         rtt,
         f"{state.capacity_up:.0f} Mbit/s",
         f"{state.backlog_bytes / 2**20:.1f} MiB ({state.backlog_objects})",
@@ -285,17 +313,22 @@ def _view(state: DemoState, start: float, end: float):
 
 
 def _line(state: DemoState, start: float) -> str:
-    link = "UP" if state.link_up else ("DOWN" if state.link_up is False else "?")
-    rtt = f"{state.rtt_ms:.1f}ms" if state.rtt_ms == state.rtt_ms else "-"
+    """`link=UP sat=351 rtt=51.8ms`, or just `link=DOWN`: no satellite or RTT is shown while down."""
+    if state.link_up:
+        rtt = f"{state.rtt_ms:.1f}ms" if state.rtt_ms == state.rtt_ms else "?"
+        sat = str(state.satellite) if state.satellite >= 0 else "?"
+        link = f"link=UP sat={sat:<4s} rtt={rtt:<8s}"
+    else:
+        link = f"{'link=DOWN' if state.link_up is False else 'link=?':<30s}"
     return (
-        f"[demo] t+{(state.t - start) / 60:5.1f}min link={link:4s} sat={state.satellite:<4d} rtt={rtt:>8s} "
+        f"[demo] t+{(state.t - start) / 60:5.1f}min {link} "
         f"backlog={state.backlog_bytes / 2**20:6.1f}MiB/{state.backlog_objects} synced={state.synced_objects}/{state.put_objects} "
         f"outages={state.outages} handovers={state.handovers}"
     )
 
 
 async def _follow(mdc, recorder, state, emulated_now, end, *, live: bool, quiet: bool) -> None:
-    start = emulated_now()
+    start = state.start
     if live:
         from rich.live import Live
 
@@ -312,21 +345,66 @@ async def _follow(mdc, recorder, state, emulated_now, end, *, live: bool, quiet:
             print(_line(state, start), flush=True)
             last_line = time.monotonic()
         await asyncio.sleep(POLL_S)
+    if not quiet:  # the last line's counts are the summary's
+        state.t = end
+        print(_line(state, start), flush=True)
 
 
-async def _drain(mdc, recorder: RunRecorder, state: DemoState, emulated_now, *, quiet: bool) -> None:
-    """Stop the workload and let the backlog sync (bounded in wall time)."""
+def _drain_line(left_bytes: int, left_objects: int, rate_bytes_s: float | None) -> str:
+    rate = f"{rate_bytes_s / 2**20:.2f} MiB/s" if rate_bytes_s is not None else "rate ?"
+    return f"[drain] {left_bytes / 2**20:6.1f} MiB left in {left_objects} objects, {rate} (wall clock)"
+
+
+async def _drain(
+    mdc, recorder: RunRecorder, state: DemoState, emulated_now, *, quiet: bool, live: bool = False
+) -> None:
+    """Stop the workload and let the backlog sync (bounded in wall time), showing bytes left and rate."""
     from skyhaul.v1 import mdc_pb2
 
     await mdc.SetWorkload(mdc_pb2.SetWorkloadRequest(workload=mdc_pb2.WorkloadSpec()), timeout=5)
+    await _poll_status(mdc, recorder, state, emulated_now())
+    total = state.backlog_bytes
     if not quiet:
-        print(f"[demo] workload stopped; draining {state.backlog_objects} objects", flush=True)
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        await _poll_status(mdc, recorder, state, emulated_now())
-        if state.backlog_objects == 0:
-            break
-        await asyncio.sleep(POLL_S)
+        print(
+            f"[demo] workload stopped; draining {total / 2**20:.1f} MiB in {state.backlog_objects} objects",
+            flush=True,
+        )
+    began, synced_at_start = time.monotonic(), state.synced_bytes
+    deadline = began + DRAIN_TIMEOUT_S
+    progress = task = None
+    if live and not quiet and total:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        progress = Progress(
+            TextColumn("draining"), BarColumn(), DownloadColumn(binary_units=True), TextColumn("synced,"),
+            TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+        )  # fmt: skip
+        progress.start()
+        task = progress.add_task("drain", total=total)
+    last_line = time.monotonic()
+    try:
+        while time.monotonic() < deadline and state.backlog_objects:
+            await asyncio.sleep(POLL_S)
+            await _poll_status(mdc, recorder, state, emulated_now())
+            elapsed = time.monotonic() - began
+            rate = (state.synced_bytes - synced_at_start) / elapsed if elapsed > 0 else None
+            if progress is not None:
+                progress.update(task, completed=max(0, total - state.backlog_bytes))
+            elif not quiet and (
+                time.monotonic() - last_line >= HEADLESS_EVERY_S or not state.backlog_objects
+            ):
+                print(_drain_line(state.backlog_bytes, state.backlog_objects, rate), flush=True)
+                last_line = time.monotonic()
+    finally:
+        if progress is not None:
+            progress.stop()
 
 
 async def _record_objects(mdc, recorder: RunRecorder) -> None:

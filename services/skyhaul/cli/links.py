@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import math
 import os
 import sys
@@ -14,13 +13,16 @@ import time
 from skyhaul.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
+    JSON_HELP,
     add_formatter,
     fail,
     pass_dict,
     print_json,
     print_passes,
     progress_bar,
+    proto_dict,
     resolve_address,
+    rfc3339,
     rpc_error_message,
     utc,
 )
@@ -34,16 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_formatter(
         route,
         """examples:
-  skyhaul route mdc-prudhoe                          to its home region, now (emulated)
-  skyhaul route mdc-prudhoe westus2 --at 2020-10-30T01:00:00Z
-  skyhaul route mdc-prudhoe --json
+  skyhaul route mdc-kodiak                           to its home region, now (emulated)
+  skyhaul route mdc-kodiak  westus2 --at 2020-10-30T01:00:00Z
+  skyhaul route mdc-kodiak  --json
 """,
     )
     route.add_argument("mdc", metavar="MDC", help="data center id")
     route.add_argument("region", metavar="REGION", nargs="?", default="", help="region id (default: home)")
     route.add_argument("--at", help="emulated UTC time, ISO 8601 (default: now on the emulation clock)")
     route.add_argument("--links", help="links service HOST:PORT")
-    route.add_argument("--json", action="store_true")
+    route.add_argument("--json", action="store_true", help=JSON_HELP)
     route.set_defaults(func=lambda a: asyncio.run(cmd_route(a)))
 
     rtt = sub.add_parser("rtt", help="predicted RTT, availability and outages of a route over hours")
@@ -52,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         """Streams PredictRoutes from the links service (a 24 h window at 1 s is a normal request).
 
 examples:
-  skyhaul rtt mdc-prudhoe --hours 2
-  skyhaul rtt mdc-prudhoe westus2 --hours 24 --step 1 --plot rtt.png
-  skyhaul rtt mdc-prudhoe --hours 1 --start 2020-10-30T06:00:00Z --json
+  skyhaul rtt mdc-kodiak  --hours 2
+  skyhaul rtt mdc-kodiak  westus2 --hours 24 --step 1 --plot rtt.png
+  skyhaul rtt mdc-kodiak  --hours 1 --start 2020-10-30T06:00:00Z --json
 """,
     )
     rtt.add_argument("mdc", metavar="MDC", help="data center id")
@@ -64,7 +66,7 @@ examples:
     rtt.add_argument("--start", help="emulated UTC start, ISO 8601 (default: now on the emulation clock)")
     rtt.add_argument("--plot", metavar="FILE.png", help="write a PNG of RTT over time with outages shaded")
     rtt.add_argument("--links", help="links service HOST:PORT")
-    rtt.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rtt.add_argument("--json", action="store_true", help=JSON_HELP)
     rtt.set_defaults(func=lambda a: asyncio.run(cmd_rtt(a)))
 
     events = sub.add_parser("events", help="link-state events: slots, handovers, routes, link up/down")
@@ -75,7 +77,7 @@ examples:
 examples:
   skyhaul events                                    the latest snapshot
   skyhaul events --follow                           stream events as they happen (Ctrl-C stops)
-  skyhaul events --follow --mdc mdc-prudhoe --json  one JSON object a line, one data center
+  skyhaul events --follow --mdc mdc-kodiak  --json  one JSON object a line, one data center
   skyhaul events --after 1200                       what happened since sequence 1200
 """,
     )
@@ -84,15 +86,15 @@ examples:
     events.add_argument("--region", action="append", default=[], metavar="ID", help="only this region")
     events.add_argument("--after", type=int, default=0, metavar="SEQ", help="replay events after SEQ")
     events.add_argument("--links", help="links service HOST:PORT")
-    events.add_argument("--json", action="store_true", help="one JSON object a line")
+    events.add_argument("--json", action="store_true", help=JSON_HELP)
     events.set_defaults(func=lambda a: asyncio.run(cmd_events(a)))
 
     contacts = sub.add_parser("contacts", help="contact windows of a terminal or gateway with the satellites")
     add_formatter(
         contacts,
         """examples:
-  skyhaul contacts mdc-prudhoe                     next hour, the terminal's own mask
-  skyhaul contacts gw-westus2 --hours 6 --min-elevation 40 --min-duration 60
+  skyhaul contacts mdc-kodiak                      next hour, the terminal's own mask
+  skyhaul contacts gw-anchorage --hours 6 --min-elevation 40 --min-duration 60
 """,
     )
     contacts.add_argument(
@@ -105,7 +107,7 @@ examples:
     contacts.add_argument("--min-duration", type=float, default=0.0, help="seconds")
     contacts.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     contacts.add_argument("--links", help="links service HOST:PORT")
-    contacts.add_argument("--json", action="store_true")
+    contacts.add_argument("--json", action="store_true", help=JSON_HELP)
     contacts.set_defaults(func=lambda a: asyncio.run(cmd_contacts(a)))
 
 
@@ -147,15 +149,19 @@ def route_dict(route) -> dict:
     return {
         "data_center": route.data_center_id,
         "region": route.region_id,
-        "at": utc(route.at),
+        "at": rfc3339(route.at),
         "available": route.available,
         "one_way_delay_ms": route.one_way_delay_ms if route.available else None,
         "rtt_ms": 2 * route.one_way_delay_ms if route.available else None,
         "capacity_up_mbps": route.capacity_up_mbps,
         "capacity_down_mbps": route.capacity_down_mbps,
-        "satellite": route.first_satellite_index,
+        "satellite": route.first_satellite_index if route.first_satellite_index >= 0 else None,
         "gateway": route.gateway_id,
-        "slot": {"index": route.slot.index, "start": utc(route.slot.start), "end": utc(route.slot.end)},
+        "slot": {
+            "index": route.slot.index,
+            "start": rfc3339(route.slot.start),
+            "end": rfc3339(route.slot.end),
+        },
         "handover_stall_ms": (route.handover_stall.seconds * 1e3 + route.handover_stall.nanos / 1e6),
         "hops": [
             {
@@ -168,7 +174,7 @@ def route_dict(route) -> dict:
             for h in route.hops
         ],
         "delay_samples_ms": [s if math.isfinite(s) else None for s in samples],
-        "samples_start": utc(route.samples_start) if route.HasField("samples_start") else None,
+        "samples_start": rfc3339(route.samples_start) if route.HasField("samples_start") else None,
         "samples_step_s": route.samples_step.seconds + route.samples_step.nanos * 1e-9,
     }
 
@@ -351,7 +357,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
     result = {
         "data_center": args.mdc,
         "region": region,
-        "start": utc(start),
+        "start": rfc3339(start),
         "hours": args.hours,
         "step_s": args.step,
         "samples": summary.samples,
@@ -382,11 +388,11 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
             return fail(f"--plot: cannot write {args.plot}: {exc.strerror or exc}", EXIT_USAGE)
         result["plot"] = args.plot
     if args.json:
-        print_json({**result, "outage_windows": [[utc(a), utc(b)] for a, b in outages]})
+        print_json({**result, "outage_windows": [[rfc3339(a), rfc3339(b)] for a, b in outages]})
         return EXIT_OK
     print(
-        f"{args.mdc} -> {region}: {args.hours:g} h from {result['start']} UTC at {args.step:g} s "
-        f"({summary.samples} samples, computed in {summary.compute_seconds:.1f} s)"
+        f"{args.mdc} -> {region}: {args.hours:g} h from {utc(start)} UTC at {args.step:g} s "
+        f"({summary.samples} samples, computed in {summary.compute_seconds:.1f} s wall clock)"
     )
     print(f"  availability  {100 * summary.availability:.2f} %")
     print(
@@ -395,7 +401,7 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
     )
     print(f"  handovers     {summary.handovers}")
     print(
-        f"  outages       {len(outages)} (total {result['outage_s']:.0f} s, longest {summary.longest_outage_s:.0f} s)"
+        f"  outages       {len(outages)} (total {result['outage_s']:.0f} s, longest {summary.longest_outage_s:.0f} s; emulated time)"
     )
     for a, b in outages[:10]:
         print(f"                {utc(a)} - {utc(b, '%H:%M:%S')}  ({b - a:.0f} s)")
@@ -408,7 +414,6 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
 
 async def cmd_events(args: argparse.Namespace) -> int:
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
     from skyhaul.v1 import links_pb2, links_pb2_grpc
 
@@ -439,7 +444,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
                             break
                         continue  # replaying: the snapshot only marks where to stop
                 if args.json:
-                    print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)), flush=True)
+                    print_json(proto_dict(event), line=True)
                 else:
                     print(event_line(event), flush=True)
                 if not args.follow and (latest is None or event.sequence >= latest):

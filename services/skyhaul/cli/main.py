@@ -16,6 +16,7 @@ from skyhaul.cli.common import EXIT_CODES_HELP, EXIT_USAGE, JSON_HELP
 
 COMMAND_MODULES = (
     "skyhaul.cli.system",
+    "skyhaul.cli.scenarios",
     "skyhaul.cli.k8s",
     "skyhaul.cli.orbit",
     "skyhaul.cli.links",
@@ -23,7 +24,6 @@ COMMAND_MODULES = (
     "skyhaul.cli.data",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
-    "skyhaul.cli.scenario",
     "skyhaul.cli.run",
 )
 

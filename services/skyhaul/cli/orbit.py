@@ -9,12 +9,14 @@ import numpy as np
 
 from skyhaul.cli.common import (
     EXIT_OK,
+    JSON_HELP,
     add_formatter,
     fail,
     pass_dict,
     print_json,
     print_passes,
     resolve_address,
+    rfc3339,
     rpc_error_message,
     utc,
 )
@@ -35,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sats.add_argument("--list", action="store_true", help="list constellations instead")
     sats.add_argument("--show", type=int, default=5, help="positions to print (default 5)")
     sats.add_argument("--orbit", help="orbit service HOST:PORT")
-    sats.add_argument("--json", action="store_true")
+    sats.add_argument("--json", action="store_true", help=JSON_HELP)
     sats.set_defaults(func=lambda a: asyncio.run(cmd_sats(a)))
 
     passes = sub.add_parser("passes", help="satellite passes over a ground point")
@@ -55,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     passes.add_argument("--constellation", default="")
     passes.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     passes.add_argument("--orbit", help="orbit service HOST:PORT")
-    passes.add_argument("--json", action="store_true")
+    passes.add_argument("--json", action="store_true", help=JSON_HELP)
     passes.set_defaults(func=lambda a: asyncio.run(cmd_passes(a)))
 
 
@@ -115,7 +117,7 @@ async def cmd_sats(args: argparse.Namespace) -> int:
                 "name": s.name,
                 "satellites": s.satellite_count,
                 "elements_version": s.elements_version,
-                "at": utc(frame.at),
+                "at": rfc3339(frame.at),
                 "shells": [
                     {
                         "name": sh.name,

@@ -77,6 +77,11 @@ class RunData:
         return data
 
 
+def count_handovers(handovers: list[tuple[float, int, int]], start: float, end: float) -> int:
+    """Satellite changes within [start, end] (not a gain or loss of a satellite: that is an outage)."""
+    return sum(1 for t, a, b in handovers if start <= t <= end and a >= 0 and b >= 0 and a != b)
+
+
 def outage_intervals(link: list[tuple[float, bool]], start: float, end: float) -> list[tuple[float, float]]:
     """Down intervals within [start, end] from the ordered link up/down transitions."""
     intervals, down_since = [], None
@@ -139,7 +144,7 @@ def summarize(data: RunData) -> Summary:
         availability=1.0 - down_time / span,
         rtt_p50_ms=float(np.percentile(rtt, 50)) if rtt.size else None,
         rtt_p95_ms=float(np.percentile(rtt, 95)) if rtt.size else None,
-        handovers=sum(1 for t, a, b in data.handovers if start <= t <= end and a >= 0 and b >= 0 and a != b),
+        handovers=count_handovers(data.handovers, start, end),
         outages=len(outages),
         link_down_events=sum(1 for t, up in data.link_events if not up and start <= t <= end),
         started_in_outage=bool(outages) and outages[0][0] <= start,

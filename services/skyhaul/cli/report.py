@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skyhaul.cli.common import EXIT_OK, EXIT_USAGE, add_formatter, fail, print_json
+from skyhaul.cli.common import EXIT_OK, EXIT_USAGE, JSON_HELP, add_formatter, fail, print_json
+from skyhaul.cli.plots import OUTAGE_COLOUR, RTT_COLOUR, SLOT_COLOUR, rtt_limits
 from skyhaul.cli.record import (
     REPORT_FILE,
     SUMMARY_FILE,
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     report.add_argument("run_dir", help="a directory written by `skyhaul demo`")
     report.add_argument("--output", help=f"PNG path (default RUN_DIR/{REPORT_FILE})")
-    report.add_argument("--json", action="store_true")
+    report.add_argument("--json", action="store_true", help=JSON_HELP)
     report.set_defaults(func=cmd_report)
 
 
@@ -81,40 +82,43 @@ def write_report(data: RunData, summary: Summary, path: Path) -> Path:
     if data.delay:
         t, one_way = np.array(data.delay, dtype=float).T
         order = np.argsort(t, kind="stable")
-        ax_rtt.plot(
-            minutes(t[order]), 2.0 * one_way[order], lw=1.0, color="#1f5fa8", label="RTT (2 x one-way delay)"
-        )
+        rtt = 2.0 * one_way[order]
+        ax_rtt.plot(minutes(t[order]), rtt, lw=1.0, color=RTT_COLOUR[1], label="RTT (2 x one-way delay)")
+        ax_rtt.set_ylim(*rtt_limits(rtt))  # the data's range: a 1 ms swing in a pass stays visible
     for a, b in outage_intervals(data.link, start, end):
-        ax_rtt.axvspan(minutes(a), minutes(b), color="#d62728", alpha=0.18, lw=0)
+        ax_rtt.axvspan(minutes(a), minutes(b), color=OUTAGE_COLOUR[1], alpha=0.18, lw=0)
     interval, offset = data.meta.get("slot_interval_s", 15.0), data.meta.get("slot_offset_s", 12.0)
+    caption = f"Round-trip time over the route ({RTT_COLOUR[0]}); {OUTAGE_COLOUR[0]} bands = outages"
     if (end - start) / interval <= 240:  # draw slot boundaries while they stay readable
         first = np.ceil((start - offset) / interval) * interval + offset
         for s in np.arange(first, end, interval):
-            ax_rtt.axvline(minutes(s), color="0.85", lw=0.5, zorder=0)
+            ax_rtt.axvline(minutes(s), color=SLOT_COLOUR[1], lw=0.5, linestyle=":", zorder=0)
+        caption += f"; {SLOT_COLOUR[0]} dotted lines = {interval:g} s scheduler slots"
     ax_rtt.set_ylabel("RTT (ms)")
-    ax_rtt.set_title(
-        "Round-trip time over the route; red = outage; grey lines = 15 s scheduler slots", fontsize=10
-    )
+    ax_rtt.set_title(caption, fontsize=10)
     ax_rtt.grid(alpha=0.3)
-    if summary.rtt_p95_ms:
-        ax_rtt.set_ylim(0, summary.rtt_p95_ms * 1.6)
 
     if data.status:
         ts = np.array([s["t"] for s in data.status], dtype=float)
         backlog = np.array([s["backlog_bytes"] for s in data.status], dtype=float) / 2**20
         synced = np.array([s["bytes_synced"] for s in data.status], dtype=float) / 2**20
         ax_backlog.fill_between(
-            minutes(ts), backlog, step="post", color="#ff7f0e", alpha=0.5, label="backlog at the data center"
+            minutes(ts),
+            backlog,
+            step="post",
+            color="#ff7f0e",
+            alpha=0.5,
+            label="backlog at the data center (orange)",
         )
         ax_synced = ax_backlog.twinx()
         ax_synced.plot(
-            minutes(ts), synced, color="#2ca02c", lw=1.5, label="synced to the region (cumulative)"
+            minutes(ts), synced, color="#2ca02c", lw=1.5, label="synced to the region, cumulative (green)"
         )
         ax_synced.set_ylabel("synced (MiB)")
         lines = ax_backlog.get_legend_handles_labels()[0] + ax_synced.get_legend_handles_labels()[0]
         ax_backlog.legend(lines, [h.get_label() for h in lines], loc="upper left")
     for a, b in outage_intervals(data.link, start, end):
-        ax_backlog.axvspan(minutes(a), minutes(b), color="#d62728", alpha=0.12, lw=0)
+        ax_backlog.axvspan(minutes(a), minutes(b), color=OUTAGE_COLOUR[1], alpha=0.12, lw=0)
     ax_backlog.set_ylabel("backlog (MiB)")
     ax_backlog.set_xlabel("emulated minutes since start")
     ax_backlog.grid(alpha=0.3)

@@ -1,4 +1,6 @@
-"""`skyhaul scenario fleet`: write a generated fleet scenario (validated before it is written)."""
+"""`skyhaul scenario fleet`: write a generated fleet scenario (validated before it is written).
+
+Registered under the `scenario` group of cli/scenarios.py."""
 
 from __future__ import annotations
 
@@ -13,11 +15,8 @@ from skyhaul.core.fleet import CLOUD_REGIONS, FleetError, describe_place_table, 
 from skyhaul.runtime.scenario import ScenarioError, parse_scenario
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    scenario = sub.add_parser("scenario", help="make scenario files (a generated fleet)")
-    scenario_sub = scenario.add_subparsers(dest="scenario_command", metavar="SUBCOMMAND")
-    scenario.set_defaults(func=lambda a: (scenario.print_help(), EXIT_USAGE)[1])
-
+def add_fleet_command(scenario_sub: argparse._SubParsersAction) -> None:
+    """`skyhaul scenario fleet`, a subcommand of the `scenario` group (cli/scenarios.py)."""
     fleet = scenario_sub.add_parser(
         "fleet", help="N data centers over land at populated latitudes, each homed to its nearest region"
     )

@@ -16,6 +16,7 @@ from skyhaul.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    JSON_HELP,
     add_formatter,
     fail,
     print_json,
@@ -50,7 +51,7 @@ one that keeps crashing stops the run. The same RUN_DIR again continues the same
         "root or CAP_NET_ADMIN); default: the scenario's data_plane, else relay",
     )
     up.add_argument("--run-dir", help="where logs, data and run.json go (default: runs/<time>)")
-    up.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    up.add_argument("--json", action="store_true", help=JSON_HELP)
     up.add_argument(
         "--forward",
         action="append",
@@ -99,7 +100,7 @@ examples:
 """,
     )
     status.add_argument("--target", action="append", default=[], metavar="NAME=HOST:PORT")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.set_defaults(func=cmd_status)
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
 from skyhaul.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
+    JSON_HELP,
     add_formatter,
     fail,
     print_json,
     resolve_address,
+    rfc3339,
     rpc_error_message,
+    utc,
 )
 from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
 
@@ -23,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         terminal,
         """examples:
   skyhaul terminal stats
+  skyhaul terminal --mdc mdc-kodiak stats --json
   skyhaul terminal set --outage --for 30          force a 30 s outage
   skyhaul terminal set --extra-delay-ms 100 --for 60
   skyhaul terminal set --rate-cap-mbps 5          until cleared
@@ -30,10 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
   skyhaul terminal clear
 """,
     )
+    terminal.add_argument(
+        "--mdc", metavar="ID", help="data center id whose terminal to use (default: the first)"
+    )
     terminal.add_argument("--terminal", help="terminal control HOST:PORT (default: the running system's)")
     actions = terminal.add_subparsers(dest="action", metavar="ACTION", required=True)
     stats = actions.add_parser("stats", help="per-direction bytes, queue, delay, rate, outage time")
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help=JSON_HELP)
     stats.set_defaults(func=lambda a: asyncio.run(cmd_stats(a)))
     over = actions.add_parser("set", help="pin extra delay, cap the rate, force an outage or set the loss")
     over.add_argument("--extra-delay-ms", type=float)
@@ -47,22 +55,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     over.add_argument(
         "--for", dest="duration", type=float, default=0.0, help="seconds these last (0 = until cleared)"
     )
-    over.add_argument("--json", action="store_true")
+    over.add_argument("--json", action="store_true", help=JSON_HELP)
     over.set_defaults(func=lambda a: asyncio.run(cmd_set(a)))
     clear = actions.add_parser("clear", help="remove every override")
-    clear.add_argument("--json", action="store_true")
+    clear.add_argument("--json", action="store_true", help=JSON_HELP)
     clear.set_defaults(func=lambda a: asyncio.run(cmd_clear(a)))
 
 
 def _overrides_dict(o) -> dict:
+    """The overrides in force; a value's `*_until` is when it lapses (wall clock, UTC), null = until cleared."""
     value = {
-        "extra_delay_ms": o.extra_delay_ms,
-        "rate_cap_mbps": o.rate_cap_mbps,
+        "extra_delay_ms": o.extra_delay_ms or None,
+        "extra_delay_until": rfc3339(o.extra_delay_until) if o.extra_delay_ms else None,
+        "rate_cap_mbps": o.rate_cap_mbps or None,
+        "rate_cap_until": rfc3339(o.rate_cap_until) if o.rate_cap_mbps else None,
         "forced_outage": o.forced_outage,
+        "forced_outage_until": rfc3339(o.forced_outage_until) if o.forced_outage else None,
+        "loss_percent": o.loss_percent if o.HasField("loss_percent") else None,
+        "loss_until": rfc3339(o.loss_until) if o.HasField("loss_percent") else None,
     }
-    if o.HasField("loss_percent"):
-        value["loss_percent"] = o.loss_percent
     return value
+
+
+def describe_overrides(o) -> str:
+    """What is in force, in words: 'extra delay 100 ms for 60 s more (wall); no rate cap; no forced outage'."""
+    now = time.time()
+
+    def lasting(until) -> str:
+        if not until.seconds and not until.nanos:
+            return "until cleared"
+        left = until.seconds + until.nanos * 1e-9 - now
+        return f"for {max(left, 0):.0f} s more (wall clock, until {utc(until, '%H:%M:%S')} UTC)"
+
+    parts = [
+        f"extra delay {o.extra_delay_ms:g} ms {lasting(o.extra_delay_until)}"
+        if o.extra_delay_ms
+        else "no extra delay",
+        f"rate cap {o.rate_cap_mbps:g} Mbit/s {lasting(o.rate_cap_until)}"
+        if o.rate_cap_mbps
+        else "no rate cap",
+        f"forced outage {lasting(o.forced_outage_until)}" if o.forced_outage else "no forced outage",
+    ]
+    if o.HasField("loss_percent"):  # packet data plane only
+        parts.append(f"loss {o.loss_percent:g} % {lasting(o.loss_until)}")
+    return "; ".join(parts)
 
 
 async def _call(args, method: str, request):
@@ -70,7 +106,7 @@ async def _call(args, method: str, request):
 
     from skyhaul.v1 import terminal_pb2_grpc
 
-    address = resolve_address("terminal", args.terminal)
+    address = resolve_address("terminal", args.terminal, f"terminal-{args.mdc}" if args.mdc else None)
     async with channel(address) as ch:
         try:
             return await getattr(terminal_pb2_grpc.TerminalServiceStub(ch), method)(
@@ -116,10 +152,10 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     value = {
         "data_center": s.data_center_id,
         "link_up": s.link_up,
-        "satellite": s.satellite_index,
+        "satellite": s.satellite_index if s.link_up and s.satellite_index >= 0 else None,
         "uplink": direction(s.uplink),
         "downlink": direction(s.downlink),
-        "outage_seconds": round(s.outage_seconds_total, 3),
+        "outage_wall_seconds": round(s.outage_seconds_total, 3),
         "connections": {"active": s.active_connections, "total": s.total_connections},
         "forwards": [f"127.0.0.1:{f.listen_port} -> {f.target}" for f in s.forwards],
         "overrides": _overrides_dict(s.overrides),
@@ -135,7 +171,10 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         print_json(value)
         return EXIT_OK
     print(
-        f"{s.data_center_id}: link {'UP' if s.link_up else 'DOWN'}, satellite {s.satellite_index}, outage time {s.outage_seconds_total:.1f} s{' (route stale)' if s.route_stale else ''}"
+        f"{s.data_center_id}: link {'UP' if s.link_up else 'DOWN'}"
+        + (f", satellite {s.satellite_index}" if s.link_up and s.satellite_index >= 0 else "")
+        + f", outage time {s.outage_seconds_total:.1f} s wall clock since the terminal started"
+        + (" (route stale)" if s.route_stale else "")
     )
     for name in ("uplink", "downlink"):
         d = value[name]
@@ -155,9 +194,8 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         print(
             f"  connections: {s.active_connections} active, {s.total_connections} total; forwards: {', '.join(value['forwards']) or 'none'}"
         )
-    o = value["overrides"]
-    if any(o.values()):
-        print(f"  overrides: {o}")
+    if any(v for v in value["overrides"].values()):
+        print(f"  overrides: {describe_overrides(s.overrides)}")
     return EXIT_OK
 
 
@@ -192,7 +230,7 @@ async def cmd_set(args: argparse.Namespace) -> int:
     if args.json:
         print_json(_overrides_dict(reply.overrides))
     else:
-        print(f"overrides now: {_overrides_dict(reply.overrides)}")
+        print(f"set; now in force: {describe_overrides(reply.overrides)}")
     return EXIT_OK
 
 
@@ -205,5 +243,5 @@ async def cmd_clear(args: argparse.Namespace) -> int:
     if args.json:
         print_json(_overrides_dict(reply.overrides))
     else:
-        print("overrides cleared")
+        print(f"overrides cleared; now in force: {describe_overrides(reply.overrides)}")
     return EXIT_OK

@@ -2,23 +2,31 @@
 
 Every error names the field by its path (``data_centers[0].location.lat: 91 is outside [-90, 90]``)
 so a person can fix the file without reading code. Unknown keys are errors: a typo must not be
-silently ignored.
+silently ignored. The file format is defined once, as the JSON Schema SCENARIO_SCHEMA (published as
+docs/scenario.schema.json); everything a run needs from the file (presets, TLE contents, container
+names, references between sections) is checked here, before any process starts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
-from skyhaul.core.constellations import ShellSpec
+from skyhaul.contract.blobs import show_value, validate_blob_name, validate_container_name
+from skyhaul.core.constellations import PRESETS, ShellSpec
 from skyhaul.core.ground import Gateway, Terminal
 from skyhaul.core.scheduler import ISL_MODES, MODES, POLICIES, SchedulerConfig
+from skyhaul.core.tle import TleError, load_tle_file
+from skyhaul.runtime.errors import InvalidArgument
 
 
 class ScenarioError(ValueError):
@@ -180,124 +188,454 @@ class Scenario:
         raise KeyError(dc_id)
 
 
-class _Fields:
-    """Reads one mapping of the YAML, tracking the path and the keys it consumed."""
+# --- The file format, defined once ------------------------------------------------------------
+# Every key, type, range and default of a scenario file lives in SCENARIO_SCHEMA below (JSON Schema,
+# draft 7, which editors understand). `skyhaul scenario schema` writes it to
+# docs/scenario.schema.json; jsonschema checks files against it, and parse_scenario() then only adds
+# the rules a schema cannot say (cross references, one-of choices, TLE contents, container names).
 
-    def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ScenarioError(f"{path or 'scenario'}: expected a mapping, got {type(data).__name__}")
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def raw(self, key: str, default: Any = None) -> Any:
-        self.used.add(key)
-        return self.data.get(key, default)
-
-    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.raw(key)
-        if value is None:
-            if required:
-                raise ScenarioError(f"{self.at(key)}: required")
-            return default
-        if not isinstance(value, str) or not value.strip():
-            raise ScenarioError(f"{self.at(key)}: expected a non-empty string, got {value!r}")
-        return value
-
-    def number(
-        self,
-        key: str,
-        default: float | None = None,
-        *,
-        lo: float = -math.inf,
-        hi: float = math.inf,
-        lo_open: bool = False,
-        required: bool = False,
-    ) -> float:
-        value = self.raw(key)
-        if value is None:
-            if required or default is None:
-                raise ScenarioError(f"{self.at(key)}: required")
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ScenarioError(f"{self.at(key)}: expected a number, got {value!r}")
-        if value < lo or value > hi or (lo_open and value == lo):
-            low = "(" if lo_open else "["
-            raise ScenarioError(f"{self.at(key)}: {value} is outside {low}{lo:g}, {hi:g}]")
-        return float(value)
-
-    def integer(self, key: str, default: int | None = None, *, lo: int = 0, hi: int = 2**62) -> int:
-        value = self.raw(key)
-        if value is None:
-            if default is None:
-                raise ScenarioError(f"{self.at(key)}: required")
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ScenarioError(f"{self.at(key)}: expected a whole number, got {value!r}")
-        if value < lo or value > hi:
-            raise ScenarioError(f"{self.at(key)}: {value} is outside [{lo}, {hi}]")
-        return value
-
-    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
-        value = self.raw(key, default)
-        if value not in options:
-            raise ScenarioError(f"{self.at(key)}: {value!r} is not one of {', '.join(options)}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw(key, default)
-        if not isinstance(value, bool):
-            raise ScenarioError(f"{self.at(key)}: expected true or false, got {value!r}")
-        return value
-
-    def items(self, key: str, *, required: bool = False) -> list[tuple[str, Any]]:
-        value = self.raw(key)
-        if value is None:
-            if required:
-                raise ScenarioError(f"{self.at(key)}: required (a list)")
-            return []
-        if not isinstance(value, list):
-            raise ScenarioError(f"{self.at(key)}: expected a list, got {type(value).__name__}")
-        return [(f"{self.at(key)}[{i}]", v) for i, v in enumerate(value)]
-
-    def sub(self, key: str) -> _Fields:
-        return _Fields(self.raw(key, {}) or {}, self.at(key))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            known = ", ".join(sorted(self.used))
-            raise ScenarioError(f"{self.at(str(unknown[0]))}: unknown key (known here: {known})")
+SCHEMA_ID = "https://skyhaul.dev/scenario.schema.json"
+# Below this, links would compute more delay samples per slot than it can publish in time: a run
+# with `sample_step_s: 1e-6` validates but never gets ready.
+MIN_SAMPLE_STEP_S = 0.1
+ECHO_LIMIT = 200  # characters of a user's value an error may repeat
 
 
-def _geo(f: _Fields) -> GeoSpec:
-    geo = GeoSpec(
-        lat=f.number("lat", lo=-90, hi=90, required=True),
-        lon=f.number("lon", lo=-180, hi=180, required=True),
-        alt_m=f.number("alt_m", 0.0, lo=-500, hi=100_000),
+def _number(
+    description: str, default: float | None = None, *, minimum=None, maximum=None, above=None, below=None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number", "description": description}
+    for key, value in (
+        ("minimum", minimum),
+        ("maximum", maximum),
+        ("exclusiveMinimum", above),
+        ("exclusiveMaximum", below),
+        ("default", default),
+    ):
+        if value is not None:
+            schema[key] = value
+    return schema
+
+
+def _integer(description: str, default: int | None = None, *, minimum: int = 0, maximum: int | None = None):
+    schema = _number(description, default, minimum=minimum, maximum=maximum)
+    schema["type"] = "integer"
+    return schema
+
+
+def _text(description: str, default: str | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1, "description": description, **extra}
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def _choice(description: str, options, default: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"enum": list(options), "description": description}
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def _boolean(description: str, default: bool) -> dict[str, Any]:
+    return {"type": "boolean", "description": description, "default": default}
+
+
+def _mapping(description: str, properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def _list(description: str, items: dict[str, Any], min_items: int = 0) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "array", "description": description, "items": items}
+    if min_items:
+        schema["minItems"] = min_items
+    return schema
+
+
+_IDENTIFIER = {
+    "type": "string",
+    "pattern": "^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$",
+    "description": "lowercase letters, digits and inner hyphens, at most 40 characters (it names "
+    "Kubernetes objects and Redis keys)",
+    "errorMessage": "must be lowercase letters, digits and inner hyphens, at most 40 characters "
+    "(it names Kubernetes objects and Redis keys)",
+}
+_LAT = _number("latitude, degrees north", minimum=-90, maximum=90)
+_LON = _number("longitude, degrees east", minimum=-180, maximum=180)
+_ELEVATION = dict(minimum=0, below=90)
+
+
+def _geo_schema(description: str, max_alt_m: float = 100_000) -> dict[str, Any]:
+    return _mapping(
+        description,
+        {
+            "lat": _LAT,
+            "lon": _LON,
+            "alt_m": _number("metres above the WGS84 ellipsoid", 0.0, minimum=-500, maximum=max_alt_m),
+        },
+        ("lat", "lon"),
     )
-    f.done()
-    return geo
+
+
+def _build_schema() -> dict[str, Any]:
+    scheduler = SchedulerConfig()
+    shell = _mapping(
+        "a Walker-delta shell",
+        {
+            "name": _text("label of the shell (default shell<N>)"),
+            "planes": _integer("orbital planes", minimum=1, maximum=1000),
+            "sats_per_plane": _integer("satellites per plane", minimum=1, maximum=1000),
+            "altitude_km": _number("altitude above the equator, km", minimum=160, maximum=40_000),
+            "inclination_deg": _number("inclination, degrees", minimum=0, maximum=180),
+            "phasing": _integer(
+                "Walker phasing F in [0, planes); a one-plane shell gives 0", ShellSpec.phasing, maximum=1000
+            ),
+        },
+        ("planes", "sats_per_plane", "altitude_km", "inclination_deg"),
+    )
+    constellation = _mapping(
+        "exactly one of preset, tle_file, shells",
+        {
+            "preset": _choice(
+                "a built-in constellation: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()), PRESETS
+            ),
+            "tle_file": _text("a TLE catalogue (2- or 3-line), relative to the scenario file"),
+            "name_filter": _text("with tle_file: a glob on satellite names, e.g. STARLINK-*"),
+            "skip_invalid": _boolean(
+                "with tle_file: skip (and report) malformed sets instead of failing", False
+            ),
+            "shells": _list("your own Walker-delta shells", shell, min_items=1),
+        },
+    )
+    scheduler_section = _mapping(
+        "how satellites are assigned and routes built",
+        {
+            "mode": _choice(
+                "slotted: decide at slot starts and hold; continuous: re-decide every step",
+                MODES,
+                scheduler.mode,
+            ),
+            "slot_interval_s": _number("slot length, s", scheduler.slot_interval_s, above=0, maximum=3600),
+            "slot_offset_s": _number(
+                "slots start at this second of each interval",
+                scheduler.slot_offset_s,
+                minimum=0,
+                maximum=3600,
+            ),
+            "policy": _choice("terminal assignment policy", POLICIES, scheduler.policy),
+            "isl": _choice(
+                "none: bent pipe; +grid: laser links to plane neighbours", ISL_MODES, scheduler.isl
+            ),
+            "handover_stall_ms": _number(
+                "traffic held at a slot boundary where the satellite changes, ms",
+                scheduler.handover_stall_ms,
+                minimum=0,
+                maximum=10_000,
+            ),
+            "sample_step_s": _number(
+                f"spacing of the delay samples published for each slot (at least {MIN_SAMPLE_STEP_S} s)",
+                scheduler.sample_step_s,
+                minimum=MIN_SAMPLE_STEP_S,
+                maximum=60,
+            ),
+            "beam_capacity_mbps": _number(
+                "a satellite's beam capacity, shared among the terminals on it",
+                scheduler.beam_capacity_mbps,
+                above=0,
+                maximum=1e7,
+            ),
+            "terminal_min_elevation_deg": _number(
+                "default elevation mask of terminals", Terminal.min_elevation_deg, **_ELEVATION
+            ),
+            "gateway_min_elevation_deg": _number(
+                "default elevation mask of gateways", Gateway.min_elevation_deg, **_ELEVATION
+            ),
+        },
+    )
+    gateway = _mapping(
+        "a gateway of the region",
+        {
+            "id": _IDENTIFIER,
+            "lat": _LAT,
+            "lon": _LON,
+            "alt_m": _number("metres above the WGS84 ellipsoid", 0.0, minimum=-500, maximum=10_000),
+            "min_elevation_deg": _number(
+                "elevation mask (default: scheduler.gateway_min_elevation_deg)", **_ELEVATION
+            ),
+            "capacity_mbps": _number("gateway capacity", Gateway.capacity_mbps, above=0, maximum=1e7),
+            "fibre_route_factor": _number(
+                "fibre length to the region / great-circle distance",
+                Gateway.fibre_route_factor,
+                minimum=1,
+                maximum=10,
+            ),
+        },
+        ("id", "lat", "lon"),
+    )
+    region = _mapping(
+        "a cloud region",
+        {
+            "id": _IDENTIFIER,
+            "preset": _choice(
+                "an Azure region whose coordinates to use (default: the id, if it is one)",
+                sorted(AZURE_REGIONS),
+            ),
+            "display_name": _text("label (default: the Azure region's name)"),
+            "location": _geo_schema("where the region is (default: from the preset)"),
+            "gateways": _list("gateways (default: one at the region)", gateway),
+        },
+        ("id",),
+    )
+    workload, sync = WorkloadSpec(), SyncSpec()
+    data_center = _mapping(
+        "a modular data center",
+        {
+            "id": _IDENTIFIER,
+            "home_region": _text("id of the region it syncs to"),
+            "location": _geo_schema("a fixed site (or give track)"),
+            "track": _list(
+                "a moving site: points in time order (or give location)",
+                _mapping(
+                    "a point of the track",
+                    {
+                        "t_s": _number("seconds after the epoch", minimum=0),
+                        "lat": _LAT,
+                        "lon": _LON,
+                        "alt_m": _number("metres", 0.0, minimum=-500, maximum=100_000),
+                    },
+                    ("t_s", "lat", "lon"),
+                ),
+                min_items=1,
+            ),
+            "terminal": _mapping(
+                "the data center's dish",
+                {
+                    "min_elevation_deg": _number(
+                        "elevation mask (default: scheduler.terminal_min_elevation_deg)", **_ELEVATION
+                    ),
+                    "uplink_mbps": _number("uplink rate", Terminal.uplink_mbps, above=0, maximum=1e6),
+                    "downlink_mbps": _number("downlink rate", Terminal.downlink_mbps, above=0, maximum=1e6),
+                },
+            ),
+            "workload": _mapping(
+                "a synthetic workload of puts",
+                {
+                    "objects": _integer("objects per interval", workload.objects, maximum=100_000),
+                    "size_bytes": _integer("bytes per object", workload.size_bytes, minimum=1, maximum=2**34),
+                    "interval_s": _number(
+                        "emulated seconds between batches", workload.interval_s, above=0, maximum=86_400
+                    ),
+                    "priority": _choice("sync priority", PRIORITIES, workload.priority),
+                    "key_prefix": _text("object keys start with this", workload.key_prefix),
+                },
+            ),
+            "sync": _mapping(
+                "store-and-forward to the home region",
+                {
+                    "block_size_bytes": _integer(
+                        "block size of uploads", sync.block_size_bytes, minimum=4096, maximum=64 * 2**20
+                    ),
+                    "container": _text(
+                        "region container (Azure rules: 3-63 lowercase letters, digits, single hyphens)",
+                        sync.container,
+                    ),
+                    "bandwidth_share": _number(
+                        "fraction of the link the sync may use", sync.bandwidth_share, above=0, maximum=1
+                    ),
+                },
+            ),
+            "storage_bytes": _integer(
+                "local store capacity", DataCenterSpec.storage_bytes, minimum=1, maximum=2**62
+            ),
+            "forwards": _list(
+                "your own TCP applications behind the terminal: LOCALPORT=HOST:PORT, relayed from "
+                "127.0.0.1:LOCALPORT through the link (relay data plane)",
+                {"type": "string", "pattern": "^[0-9]{1,5}=.+:[0-9]{1,5}$"},
+            ),
+        },
+        ("id", "home_region"),
+    )
+    schema = _mapping(
+        "A Skyhaul scenario: one YAML file that every service reads.",
+        {
+            "name": _text("label used in logs, Redis keys and reports", "scenario"),
+            "description": {"type": "string", "description": "free text", "default": ""},
+            "epoch": {
+                "type": "string",
+                "format": "date-time",
+                "default": "2020-10-30T00:00:00Z",
+                "description": "emulated time when the run starts (ISO 8601, UTC when no zone)",
+            },
+            "speed": _number("emulated seconds per wall second", 1.0, above=0, maximum=100_000),
+            "duration_s": _number(
+                "optional length of the run (informational for tools)", above=0, maximum=30 * 86_400
+            ),
+            "data_plane": {
+                "type": "string",
+                "enum": list(DATA_PLANES),
+                "default": "relay",
+                "description": "relay (a TCP relay, no privileges) or packet (every IP packet through "
+                "the link in a network namespace per data center; root): docs/data-plane.md",
+            },
+            "constellation": constellation,
+            "scheduler": scheduler_section,
+            "regions": _list("cloud regions and their gateways", region, min_items=1),
+            "data_centers": _list("modular data centers and their terminals", data_center),
+        },
+        ("constellation", "regions"),
+    )
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": SCHEMA_ID,
+        "title": "Skyhaul scenario",
+        **schema,
+    }
+
+
+SCENARIO_SCHEMA: dict[str, Any] = _build_schema()
+
+
+def scenario_schema_json() -> str:
+    """The schema as committed in docs/scenario.schema.json."""
+    return json.dumps(SCENARIO_SCHEMA, indent=2, ensure_ascii=False) + "\n"
+
+
+def _show(value: Any) -> str:
+    return show_value(value, ECHO_LIMIT)
+
+
+def _path(parts) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+_TYPE_WORDS = {
+    "number": "a number",
+    "integer": "a whole number",
+    "string": "text",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One schema violation as 'path: what is wrong', in the words the rest of the project uses."""
+    path, schema, value, kind = _path(error.absolute_path), error.schema, error.instance, error.validator
+    if kind == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        key = sorted(str(k) for k in value if k not in schema.get("properties", {}))[0]
+        # A sibling first; else a key of another section (`constelation:` indented one level too deep).
+        guess = difflib.get_close_matches(key, known, n=1) or difflib.get_close_matches(key, _ALL_KEYS, n=1)
+        hint = f"did you mean {guess[0]}? " if guess else ""
+        shown = key if len(key) <= ECHO_LIMIT else _show(key)
+        return f"{_join(path, shown)}: unknown key ({hint}known here: {', '.join(known)})"
+    if kind == "required":
+        missing = [k for k in schema.get("required", ()) if k not in value]
+        return f"{_join(path, missing[0])}: required"
+    where = path or "scenario"
+    if kind == "type":
+        return f"{where}: expected {_TYPE_WORDS.get(str(error.validator_value), error.validator_value)}, got {_show(value)}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        low = (
+            f"({schema['exclusiveMinimum']:g}"
+            if "exclusiveMinimum" in schema
+            else f"[{schema.get('minimum', -math.inf):g}"
+        )
+        high = (
+            f"{schema['exclusiveMaximum']:g})"
+            if "exclusiveMaximum" in schema
+            else f"{schema.get('maximum', math.inf):g}]"
+        )
+        return f"{where}: {_show(value)} is outside {low}, {high}"
+    if kind == "enum":
+        return f"{where}: {_show(value)} is not one of {', '.join(map(str, error.validator_value))}"
+    if kind == "minItems":
+        return f"{where}: at least one item is needed"
+    if "errorMessage" in schema:
+        return f"{where}: {_show(value)} {schema['errorMessage']}"
+    if kind == "minLength":
+        return f"{where}: expected a non-empty string"
+    return f"{where}: {error.message[:ECHO_LIMIT]}"
+
+
+_VALIDATOR = jsonschema.Draft7Validator(SCENARIO_SCHEMA)
+
+
+def _property_names(schema: Any) -> set[str]:
+    if isinstance(schema, dict):
+        names = set(schema.get("properties", {}))
+        return names.union(*(_property_names(v) for v in schema.values()))
+    return set()
+
+
+_ALL_KEYS = sorted(_property_names(SCENARIO_SCHEMA))
+
+
+def _check_finite(value: Any, path: list) -> None:
+    """JSON has no NaN or infinity; YAML does (.nan, .inf), and a range check never catches NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ScenarioError(f"{_path(path) or 'scenario'}: expected a finite number, got {value}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, [*path, key])
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, [*path, i])
+
+
+def _drop_nulls(value: Any) -> Any:
+    """A key left empty (`scheduler:` with its lines commented out) means "use the defaults", as if
+    it were not there; YAML reads it as null."""
+    if isinstance(value, Mapping):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def validate_document(data: Any) -> None:
+    """Check a loaded scenario against SCENARIO_SCHEMA; raise ScenarioError naming the first bad field."""
+    _check_finite(data, [])
+    # Document order; at one place an unknown key first (`constelation:` is the cause of the missing
+    # `constellation`).
+    errors = sorted(
+        _VALIDATOR.iter_errors(data),
+        key=lambda e: ([str(p) for p in e.absolute_path], e.validator != "additionalProperties"),
+    )
+    if errors:
+        more = (
+            f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+            if len(errors) > 1
+            else ""
+        )
+        raise ScenarioError(_describe(errors[0]) + more)
+
+
+# --- The rules a schema cannot say, and the typed result ---------------------------------------------
 
 
 def _epoch(value: Any, path: str) -> float:
-    if isinstance(value, dt.datetime):
-        stamp = value
-    elif isinstance(value, str):
-        try:
-            stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ScenarioError(
-                f"{path}: {value!r} is not an ISO 8601 time like 2020-10-30T00:00:00Z"
-            ) from None
-    else:
-        raise ScenarioError(f"{path}: expected an ISO 8601 time like 2020-10-30T00:00:00Z, got {value!r}")
+    try:
+        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ScenarioError(
+            f"{path}: {_show(value)} is not an ISO 8601 time like 2020-10-30T00:00:00Z"
+        ) from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=dt.UTC)
     return stamp.timestamp()
@@ -311,78 +649,66 @@ def _unique(ids: list[str], path: str) -> None:
         seen.add(ident)
 
 
-def _identifier(f: _Fields, key: str = "id") -> str:
-    value = f.string(key, required=True)
-    assert value is not None
-    ok = value.replace("-", "").isalnum() and value == value.lower() and len(value) <= 40
-    if not ok or value.startswith("-") or value.endswith("-"):
-        raise ScenarioError(
-            f"{f.at(key)}: {value!r} must be lowercase letters, digits and inner hyphens, at most 40 "
-            "characters (it names Kubernetes objects and Redis keys)"
-        )
-    return value
+def _geo(data: Mapping[str, Any]) -> GeoSpec:
+    return GeoSpec(float(data["lat"]), float(data["lon"]), float(data.get("alt_m", 0.0)))
 
 
-def _constellation(f: _Fields, base_dir: Path | None) -> ConstellationSpec:
-    preset = f.string("preset")
-    tle_file = f.string("tle_file")
-    name_filter = f.string("name_filter")
-    skip_invalid = f.boolean("skip_invalid", False)
-    shells = []
-    for path, item in f.items("shells"):
-        s = _Fields(item, path)
-        shells.append(
-            ShellSpec(
-                name=s.string("name", f"shell{len(shells)}") or "",
-                planes=s.integer("planes", lo=1, hi=1000),
-                sats_per_plane=s.integer("sats_per_plane", lo=1, hi=1000),
-                altitude_km=s.number("altitude_km", lo=160, hi=40_000, required=True),
-                inclination_deg=s.number("inclination_deg", lo=0, hi=180, required=True),
-                phasing=s.integer("phasing", ShellSpec.phasing, lo=0, hi=1000),
-            )
+def _check_tle_file(path: str, name_filter: str | None, skip_invalid: bool, field_path: str) -> None:
+    """Parse the catalogue now, so a bad TLE stops the run before orbit starts (file and line named)."""
+    try:
+        result = load_tle_file(path, name_filter=name_filter, skip_invalid=skip_invalid)
+    except TleError as exc:
+        reason = exc.reason if len(exc.reason) <= ECHO_LIMIT else exc.reason[:ECHO_LIMIT] + "..."
+        raise ScenarioError(f"{field_path}: {exc.source}, line {exc.line_number}: {reason}") from None
+    if not result.records:
+        which = f" matching name_filter {_show(name_filter)}" if name_filter else ""
+        raise ScenarioError(f"{field_path}: {path} holds no satellites{which}")
+
+
+def _constellation(data: Mapping[str, Any], base_dir: Path | None) -> ConstellationSpec:
+    preset, tle_file, name_filter = data.get("preset"), data.get("tle_file"), data.get("name_filter")
+    shells = tuple(
+        ShellSpec(
+            name=item.get("name", f"shell{i}"),
+            planes=int(item["planes"]),
+            sats_per_plane=int(item["sats_per_plane"]),
+            altitude_km=float(item["altitude_km"]),
+            inclination_deg=float(item["inclination_deg"]),
+            phasing=int(item.get("phasing", ShellSpec.phasing)),
         )
-        s.done()
-    f.done()
+        for i, item in enumerate(data.get("shells", ()))
+    )
     given = [name for name, v in (("preset", preset), ("tle_file", tle_file), ("shells", shells)) if v]
     if len(given) != 1:
         raise ScenarioError(
-            f"{f.path}: give exactly one of preset, tle_file, shells (got {', '.join(given) or 'none'})"
+            f"constellation: give exactly one of preset, tle_file, shells (got {', '.join(given) or 'none'})"
         )
-    if tle_file and base_dir is not None and not Path(tle_file).is_absolute():
-        tle_file = str((base_dir / tle_file).resolve())
-    if tle_file and not Path(tle_file).is_file():
-        raise ScenarioError(f"{f.at('tle_file')}: no such file: {tle_file}")
     if name_filter and not tle_file:
-        raise ScenarioError(f"{f.at('name_filter')}: only applies with tle_file")
-    return ConstellationSpec(preset, tle_file, name_filter, skip_invalid, tuple(shells))
+        raise ScenarioError("constellation.name_filter: only applies with tle_file")
+    if tle_file:
+        if base_dir is not None and not Path(tle_file).is_absolute():
+            tle_file = str((base_dir / tle_file).resolve())
+        if not Path(tle_file).is_file():
+            raise ScenarioError(f"constellation.tle_file: no such file: {_show(tle_file)[1:-1]}")
+        _check_tle_file(
+            tle_file, name_filter, bool(data.get("skip_invalid", False)), "constellation.tle_file"
+        )
+    return ConstellationSpec(preset, tle_file, name_filter, bool(data.get("skip_invalid", False)), shells)
 
 
-def _scheduler(f: _Fields) -> tuple[SchedulerConfig, GroundMasks]:
+_MASK_KEYS = ("terminal_min_elevation_deg", "gateway_min_elevation_deg")
+
+
+def _scheduler(data: Mapping[str, Any]) -> tuple[SchedulerConfig, GroundMasks]:
     """The ``scheduler:`` section: core's ``SchedulerConfig`` (its defaults) and the ground masks."""
+    fields = {
+        k: (float(v) if isinstance(v, int | float) else v) for k, v in data.items() if k not in _MASK_KEYS
+    }
+    masks = GroundMasks(**{k: float(data[k]) for k in _MASK_KEYS if k in data})
     defaults = SchedulerConfig()
-    fields = dict(
-        mode=f.choice("mode", MODES, defaults.mode),
-        slot_interval_s=f.number("slot_interval_s", defaults.slot_interval_s, lo=0, hi=3600, lo_open=True),
-        slot_offset_s=f.number("slot_offset_s", defaults.slot_offset_s, lo=0, hi=3600),
-        policy=f.choice("policy", POLICIES, defaults.policy),
-        isl=f.choice("isl", ISL_MODES, defaults.isl),
-        handover_stall_ms=f.number("handover_stall_ms", defaults.handover_stall_ms, lo=0, hi=10_000),
-        sample_step_s=f.number("sample_step_s", defaults.sample_step_s, lo=0, hi=60, lo_open=True),
-        beam_capacity_mbps=f.number(
-            "beam_capacity_mbps", defaults.beam_capacity_mbps, lo=0, hi=1e7, lo_open=True
-        ),
-    )
-    masks = GroundMasks(
-        terminal_min_elevation_deg=f.number(
-            "terminal_min_elevation_deg", GroundMasks.terminal_min_elevation_deg, lo=0, hi=90
-        ),
-        gateway_min_elevation_deg=f.number(
-            "gateway_min_elevation_deg", GroundMasks.gateway_min_elevation_deg, lo=0, hi=90
-        ),
-    )
-    f.done()
-    if fields["slot_offset_s"] >= fields["slot_interval_s"]:
-        raise ScenarioError(f"{f.at('slot_offset_s')}: must be smaller than slot_interval_s")
+    interval = fields.get("slot_interval_s", defaults.slot_interval_s)
+    if fields.get("slot_offset_s", defaults.slot_offset_s) >= interval:
+        raise ScenarioError("scheduler.slot_offset_s: must be smaller than slot_interval_s")
     try:
         config = SchedulerConfig(**fields)
     except ValueError as exc:  # core's checks name the field as "scheduler.<key>: ..."
@@ -390,40 +716,26 @@ def _scheduler(f: _Fields) -> tuple[SchedulerConfig, GroundMasks]:
     return config, masks
 
 
-def _region(f: _Fields, masks: GroundMasks) -> RegionSpec:
-    rid = _identifier(f)
-    preset = f.string("preset")
-    display = f.string("display_name")
-    if f.has("location"):
-        location = _geo(f.sub("location"))
-    elif preset or rid in AZURE_REGIONS:
-        key = preset or rid
-        if key not in AZURE_REGIONS:
-            raise ScenarioError(
-                f"{f.at('preset')}: unknown region {key!r} (known: {', '.join(sorted(AZURE_REGIONS))})"
-            )
-        name, lat, lon = AZURE_REGIONS[key]
+def _region(data: Mapping[str, Any], path: str, masks: GroundMasks) -> RegionSpec:
+    rid = data["id"]
+    preset, display = data.get("preset"), data.get("display_name")
+    if "location" in data:
+        location = _geo(data["location"])
+    elif (preset or rid) in AZURE_REGIONS:
+        name, lat, lon = AZURE_REGIONS[preset or rid]
         location, display = GeoSpec(lat, lon), display or name
     else:
-        raise ScenarioError(f"{f.at('location')}: required (or a known Azure region id / preset)")
-    gateways = []
-    for path, item in f.items("gateways"):
-        g = _Fields(item, path)
-        gid = _identifier(g)
-        gateways.append(
-            GatewaySpec(
-                id=gid,
-                location=GeoSpec(
-                    lat=g.number("lat", lo=-90, hi=90, required=True),
-                    lon=g.number("lon", lo=-180, hi=180, required=True),
-                    alt_m=g.number("alt_m", 0.0, lo=-500, hi=10_000),
-                ),
-                min_elevation_deg=g.number("min_elevation_deg", masks.gateway_min_elevation_deg, lo=0, hi=90),
-                capacity_mbps=g.number("capacity_mbps", Gateway.capacity_mbps, lo=0, hi=1e7, lo_open=True),
-                fibre_route_factor=g.number("fibre_route_factor", Gateway.fibre_route_factor, lo=1, hi=10),
-            )
+        raise ScenarioError(f"{path}.location: required (or a known Azure region id / preset)")
+    gateways = [
+        GatewaySpec(
+            id=g["id"],
+            location=_geo(g),
+            min_elevation_deg=float(g.get("min_elevation_deg", masks.gateway_min_elevation_deg)),
+            capacity_mbps=float(g.get("capacity_mbps", Gateway.capacity_mbps)),
+            fibre_route_factor=float(g.get("fibre_route_factor", Gateway.fibre_route_factor)),
         )
-        g.done()
+        for g in data.get("gateways", ())
+    ]
     if not gateways:
         # Starlink gateways sit at Azure data centers: one at the region itself by default.
         gateways.append(
@@ -435,132 +747,170 @@ def _region(f: _Fields, masks: GroundMasks) -> RegionSpec:
                 Gateway.fibre_route_factor,
             )
         )
-    _unique([g.id for g in gateways], f.at("gateways"))
-    f.done()
+    _unique([g.id for g in gateways], f"{path}.gateways")
     return RegionSpec(rid, display or rid, location, tuple(gateways))
 
 
-def _data_center(f: _Fields, masks: GroundMasks, region_ids: set[str]) -> DataCenterSpec:
-    dcid = _identifier(f)
-    home = f.string("home_region", required=True)
+def _data_center(
+    data: Mapping[str, Any], path: str, masks: GroundMasks, region_ids: set[str]
+) -> DataCenterSpec:
+    home = data["home_region"]
     if home not in region_ids:
         raise ScenarioError(
-            f"{f.at('home_region')}: {home!r} is not a region of this scenario ({', '.join(sorted(region_ids))})"
+            f"{path}.home_region: {_show(home)} is not a region of this scenario ({', '.join(sorted(region_ids))})"
         )
-    location = _geo(f.sub("location")) if f.has("location") else None
-    track = []
-    for path, item in f.items("track"):
-        t = _Fields(item, path)
-        t_s = t.number("t_s", lo=0, required=True)
-        geo = GeoSpec(
-            lat=t.number("lat", lo=-90, hi=90, required=True),
-            lon=t.number("lon", lo=-180, hi=180, required=True),
-            alt_m=t.number("alt_m", 0.0, lo=-500, hi=100_000),
-        )
-        t.done()
+    location = _geo(data["location"]) if "location" in data else None
+    track: list[TrackPointSpec] = []
+    for i, point in enumerate(data.get("track", ())):
+        t_s = float(point["t_s"])
         if track and t_s <= track[-1].t_s:
-            raise ScenarioError(f"{path}.t_s: track times must increase ({t_s} after {track[-1].t_s})")
-        track.append(TrackPointSpec(t_s, geo))
+            raise ScenarioError(
+                f"{path}.track[{i}].t_s: track times must increase ({t_s:g} after {track[-1].t_s:g})"
+            )
+        track.append(TrackPointSpec(t_s, _geo(point)))
     if (location is None) == (not track):
-        raise ScenarioError(f"{f.path}: give exactly one of location, track")
-    tf = f.sub("terminal")
+        raise ScenarioError(f"{path}: give exactly one of location, track")
+    t = data.get("terminal", {})
     terminal = TerminalSpec(
-        min_elevation_deg=tf.number("min_elevation_deg", masks.terminal_min_elevation_deg, lo=0, hi=90),
-        uplink_mbps=tf.number("uplink_mbps", Terminal.uplink_mbps, lo=0, hi=1e6, lo_open=True),
-        downlink_mbps=tf.number("downlink_mbps", Terminal.downlink_mbps, lo=0, hi=1e6, lo_open=True),
+        min_elevation_deg=float(t.get("min_elevation_deg", masks.terminal_min_elevation_deg)),
+        uplink_mbps=float(t.get("uplink_mbps", Terminal.uplink_mbps)),
+        downlink_mbps=float(t.get("downlink_mbps", Terminal.downlink_mbps)),
     )
-    tf.done()
-    wf = f.sub("workload")
-    d = WorkloadSpec()
+    w, defaults = data.get("workload", {}), WorkloadSpec()
     workload = WorkloadSpec(
-        objects=wf.integer("objects", d.objects, lo=0, hi=100_000),
-        size_bytes=wf.integer("size_bytes", d.size_bytes, lo=1, hi=2**34),
-        interval_s=wf.number("interval_s", d.interval_s, lo=0, hi=86_400, lo_open=True),
-        priority=wf.choice("priority", PRIORITIES, d.priority),
-        key_prefix=wf.string("key_prefix", d.key_prefix) or d.key_prefix,
+        objects=int(w.get("objects", defaults.objects)),
+        size_bytes=int(w.get("size_bytes", defaults.size_bytes)),
+        interval_s=float(w.get("interval_s", defaults.interval_s)),
+        priority=w.get("priority", defaults.priority),
+        key_prefix=w.get("key_prefix", defaults.key_prefix),
     )
-    wf.done()
-    sf = f.sub("sync")
-    ds = SyncSpec()
+    try:  # every key the workload makes must be a blob name the region accepts
+        validate_blob_name(workload.key_prefix + "0", "object key")
+    except InvalidArgument as exc:
+        raise ScenarioError(f"{path}.workload.key_prefix: {exc}") from None
+    s, sync_defaults = data.get("sync", {}), SyncSpec()
     sync = SyncSpec(
-        block_size_bytes=sf.integer("block_size_bytes", ds.block_size_bytes, lo=4096, hi=64 * 2**20),
-        container=sf.string("container", ds.container) or ds.container,
-        bandwidth_share=sf.number("bandwidth_share", ds.bandwidth_share, lo=0, hi=1, lo_open=True),
+        block_size_bytes=int(s.get("block_size_bytes", sync_defaults.block_size_bytes)),
+        container=s.get("container", sync_defaults.container),
+        bandwidth_share=float(s.get("bandwidth_share", sync_defaults.bandwidth_share)),
     )
-    sf.done()
-    storage = f.integer("storage_bytes", DataCenterSpec.storage_bytes, lo=1)
+    try:  # the region refuses a container Azure would refuse: say so now, not after the first outage
+        validate_container_name(sync.container)
+    except InvalidArgument as exc:
+        raise ScenarioError(f"{path}.sync.container: {exc}") from None
+    storage = int(data.get("storage_bytes", DataCenterSpec.storage_bytes))
     forwards = []
-    for path, item in f.items("forwards"):
-        local, _, target = item.partition("=") if isinstance(item, str) else ("", "", "")
+    for i, item in enumerate(data.get("forwards", ())):
+        local, _, target = item.partition("=")
         host, _, port = target.rpartition(":")
-        if not (
-            local.isdigit()
-            and 1 <= int(local) <= 65535
-            and host
-            and port.isdigit()
-            and 1 <= int(port) <= 65535
-        ):
-            raise ScenarioError(f"{path}: {item!r} is not LOCALPORT=HOST:PORT (ports 1-65535)")
+        if not (1 <= int(local) <= 65535 and host and 1 <= int(port) <= 65535):
+            raise ScenarioError(
+                f"{path}.forwards[{i}]: {_show(item)} is not LOCALPORT=HOST:PORT (ports 1-65535)"
+            )
         forwards.append(item)
-    f.done()
     return DataCenterSpec(
-        dcid, home, location, tuple(track), terminal, workload, sync, storage, tuple(forwards)
+        data["id"], home, location, tuple(track), terminal, workload, sync, storage, tuple(forwards)
     )
 
 
 def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = None) -> Scenario:
     """Validate a scenario mapping (as loaded from YAML). Raises ScenarioError naming the field."""
-    f = _Fields(data, "")
-    name = f.string("name", "scenario") or "scenario"
-    description = f.raw("description", "") or ""
-    if not isinstance(description, str):
-        raise ScenarioError(f"description: expected text, got {description!r}")
-    epoch = _epoch(f.raw("epoch", "2020-10-30T00:00:00Z"), "epoch")
-    speed = f.number("speed", 1.0, lo=0, hi=100_000, lo_open=True)
-    duration = f.raw("duration_s")
-    if duration is not None:
-        duration = f.number("duration_s", lo=0, hi=30 * 86_400, lo_open=True)
-    data_plane = f.choice("data_plane", DATA_PLANES, "relay")
-    constellation = _constellation(f.sub("constellation"), base_dir)
-    scheduler, masks = _scheduler(f.sub("scheduler"))
-    regions = [_region(_Fields(item, path), masks) for path, item in f.items("regions", required=True)]
-    if not regions:
-        raise ScenarioError("regions: at least one region is needed")
+    if isinstance(data, Mapping) and isinstance(data.get("epoch"), dt.datetime | dt.date):
+        # yaml.safe_load turns an unquoted time into a datetime; the file format says text.
+        data = {**data, "epoch": data["epoch"].isoformat()}
+    data = _drop_nulls(data)
+    validate_document(data)
+    epoch = _epoch(data.get("epoch", "2020-10-30T00:00:00Z"), "epoch")
+    duration = data.get("duration_s")
+    constellation = _constellation(data["constellation"], base_dir)
+    scheduler, masks = _scheduler(data.get("scheduler", {}))
+    regions = [_region(item, f"regions[{i}]", masks) for i, item in enumerate(data["regions"])]
     _unique([r.id for r in regions], "regions")
     region_ids = {r.id for r in regions}
-    dcs = [_data_center(_Fields(item, path), masks, region_ids) for path, item in f.items("data_centers")]
+    dcs = [
+        _data_center(item, f"data_centers[{i}]", masks, region_ids)
+        for i, item in enumerate(data.get("data_centers", ()))
+    ]
     _unique([d.id for d in dcs], "data_centers")
     gateway_ids = [g.id for r in regions for g in r.gateways]
     if len(set(gateway_ids)) != len(gateway_ids):
         raise ScenarioError("regions: gateway ids must be unique across regions")
-    f.done()
     return Scenario(
-        name=name,
-        description=description,
+        name=data.get("name", "scenario"),
+        description=data.get("description", "") or "",
         epoch_unix=epoch,
-        speed=speed,
-        duration_s=duration,
+        speed=float(data.get("speed", 1.0)),
+        duration_s=float(duration) if duration is not None else None,
         constellation=constellation,
         scheduler=scheduler,
         regions=tuple(regions),
         data_centers=tuple(dcs),
         source=source,
         raw=dict(data),
-        data_plane=data_plane,
+        data_plane=data.get("data_plane", "relay"),
     )
+
+
+# --- Reading the file -------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys (YAML would silently keep the last) and keeps times as
+    text (the schema says the epoch is an ISO 8601 string)."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key, line = key_node.value, key_node.start_mark.line + 1
+        if key in seen:
+            raise ScenarioError(f"line {line}: duplicate key {_show(key)} (first given on line {seen[key]})")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_scenario_file(path: str | Path) -> Any:
+    """The YAML document of a scenario file, refusing binary files, bad UTF-8 and duplicate keys."""
+    p = Path(path)
+    try:
+        content = p.read_bytes()
+    except OSError as exc:
+        raise ScenarioError(
+            f"{_show(str(path))[1:-1]}: cannot read the scenario file ({exc.strerror or exc})"
+        ) from None
+    if b"\0" in content:
+        raise ScenarioError(f"{p.name}: not a text file (a scenario is UTF-8 YAML; this one holds NUL bytes)")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise ScenarioError(f"{p.name}: line {line}: not UTF-8 text (a scenario is UTF-8 YAML)") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ScenarioError as exc:
+        raise ScenarioError(f"{p.name}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = str(getattr(exc, "problem", None) or "cannot be parsed")[:ECHO_LIMIT]
+        raise ScenarioError(f"{p.name}: not valid YAML: {where}{problem}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file. Relative paths inside it are relative to the file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read the scenario file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    data = read_scenario_file(p)
     try:
         return parse_scenario(data, source=str(p), base_dir=p.resolve().parent)
     except ScenarioError as exc:
