@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--scenario", help="scenario YAML (default: the built-in one)")
     up.add_argument("--run-dir", help="where logs and data go (default: runs/<time>)")
     up.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    up.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="listen on every interface (default: 127.0.0.1 only); writes still need the run's token",
+    )
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one service in the foreground (what a container runs)")
@@ -87,7 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     try:
-        launcher = Launcher(args.scenario, run_dir)
+        launcher = Launcher(args.scenario, run_dir, listen_all=args.listen_all)
     except ScenarioError as exc:
         return fail(f"{exc} (nothing was started)", EXIT_USAGE)
     stop = threading.Event()

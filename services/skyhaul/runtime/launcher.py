@@ -19,7 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from skyhaul.runtime.redis_server import RedisProcess, start_redis_server
+from skyhaul.runtime import auth, tls
+from skyhaul.runtime.redis_server import RedisProcess, generate_password, start_redis_server
 from skyhaul.runtime.scenario import Scenario, load_scenario
 from skyhaul.runtime.services import SERVICES
 
@@ -136,7 +137,7 @@ def _die_with_parent() -> None:
 def check_health(address: str, timeout: float = 2.0) -> str:
     """The overall health status name of a server ("SERVING", "NOT_SERVING", or the error)."""
     try:
-        with grpc.insecure_channel(address) as ch:
+        with tls.sync_channel(address) as ch:
             reply = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
@@ -153,7 +154,13 @@ class Launcher:
     """Start, watch and stop the local system. Use as a context manager."""
 
     def __init__(
-        self, scenario_path: str | None, run_dir: Path, *, redis_url: str | None = None, quiet: bool = False
+        self,
+        scenario_path: str | None,
+        run_dir: Path,
+        *,
+        redis_url: str | None = None,
+        quiet: bool = False,
+        listen_all: bool = False,
     ) -> None:
         self.scenario_path = scenario_path
         self.scenario = load_scenario(scenario_path) if scenario_path else None
@@ -164,6 +171,7 @@ class Launcher:
         self.run_dir = run_dir.resolve()  # children run with cwd=run_dir: every path they get is absolute
         self.redis_url = redis_url if redis_url is not None else os.environ.get("SKYHAUL_REDIS_URL")
         self.quiet = quiet
+        self.listen_all = listen_all  # services and relays on every interface, not only loopback
         self.redis: RedisProcess | None = None
         self.specs: list[ProcessSpec] = []
         self.procs: dict[str, subprocess.Popen] = {}
@@ -181,10 +189,15 @@ class Launcher:
         (self.run_dir / "logs").mkdir(exist_ok=True)
         try:
             if not self.redis_url:
-                self.redis = start_redis_server(data_dir=self.run_dir / "redis")
+                self.redis = start_redis_server(data_dir=self.run_dir / "redis", password=generate_password())
                 self.redis_url = self.redis.url
             clock_start = time.time()
             self.specs = plan(self.scenario, self.scenario_path, self.run_dir, self.redis_url, clock_start)
+            security = auth.run_security_env(self.run_dir)  # token (also <run_dir>/token) + event key
+            for spec in self.specs:
+                spec.env.update(security)
+                if self.listen_all:
+                    spec.env["SKYHAUL_LISTEN"] = f"0.0.0.0:{spec.port}"
             for spec in self.specs:
                 self._spawn(spec)
             self.wait_ready(ready_timeout)

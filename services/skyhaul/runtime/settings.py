@@ -52,6 +52,18 @@ def parse_forwards(value: str, var: str = "SKYHAUL_TERMINAL_FORWARDS") -> tuple[
     return tuple(forwards)
 
 
+def _check_security_env(env: Mapping[str, str]) -> None:
+    """Token, TLS files and limits are read where they are used; a bad one fails here, at start."""
+    from skyhaul.runtime import auth, limits, tls
+
+    try:
+        auth.load_token(env)
+        tls.tls_files(env)
+        limits.Limits.from_env(env)
+    except (auth.TokenError, tls.TlsConfigError, limits.LimitConfigError) as exc:
+        raise SettingsError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     service: str
@@ -74,8 +86,11 @@ class Settings:
         if service not in SERVICE_PORTS:
             raise SettingsError(f"unknown service {service!r} (one of {', '.join(SERVICE_PORTS)})")
         scenario = scenario_from_env(env)
-        listen = env.get("SKYHAUL_LISTEN", f"0.0.0.0:{SERVICE_PORTS[service]}")
+        # Loopback unless told otherwise: the chart (and `skyhaul up --listen-all`) widen it.
+        # The terminal's relays listen on the same host (issue 16: no relay on 0.0.0.0 by default).
+        listen = env.get("SKYHAUL_LISTEN", f"127.0.0.1:{SERVICE_PORTS[service]}")
         parse_hostport(listen, "SKYHAUL_LISTEN")
+        _check_security_env(env)
         peers = {}
         for name, var in ADDR_VARS.items():
             value = env.get(var, f"127.0.0.1:{SERVICE_PORTS[name]}")
