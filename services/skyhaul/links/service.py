@@ -33,7 +33,7 @@ from skyhaul.core.timeline import LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
 from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment
-from skyhaul.runtime import clients
+from skyhaul.runtime import clients, limits
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import InvalidArgument, NotFound, Unavailable, as_invalid_argument
@@ -283,6 +283,7 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             raise InvalidArgument(f"step must be > 0 s (e.g. 1 s), got {step:g} s")
         if end <= start:
             raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
+        limits.check_prediction_window(end - start)  # RESOURCE_EXHAUSTED over the per-call cap
         samples = math.ceil((end - start) / step - 1e-9)
         if samples > MAX_PREDICTION_SAMPLES:
             raise InvalidArgument(
