@@ -745,3 +745,19 @@ async def test_prediction_window_over_the_cap_is_resource_exhausted_through_link
     finally:
         await server.stop(0.1)
         await orbit.stop(0.1)
+
+
+# --- loopback by default ----------------------------------------------------------------------------
+
+
+def test_services_and_relays_listen_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    from skyhaul.runtime.settings import Settings, parse_forwards
+
+    scenario = write_scenario(tmp_path / "scenario.yaml")
+    assert Settings.from_env("region", {"SKYHAUL_SCENARIO": str(scenario)}).listen == "127.0.0.1:50053"
+    [relay] = parse_forwards("7001=region-westus2:50053")
+    assert relay.listen_host == "127.0.0.1"
+    [wide, v6] = parse_forwards("0.0.0.0:7001=region:50053,[::]:7002=region:50053")
+    assert (wide.listen_host, wide.listen_port, v6.listen_host, v6.listen_port) == ("0.0.0.0", 7001, "::", 7002)
+    with pytest.raises(ValueError, match=r"\[LISTENHOST:\]LOCALPORT=HOST:PORT"):
+        parse_forwards(":7001=region:50053")

@@ -198,6 +198,10 @@ class Launcher:
                 spec.env.update(security)
                 if self.listen_all:
                     spec.env["SKYHAUL_LISTEN"] = f"0.0.0.0:{spec.port}"
+                    if "SKYHAUL_TERMINAL_FORWARDS" in spec.env:
+                        spec.env["SKYHAUL_TERMINAL_FORWARDS"] = ",".join(
+                            f"0.0.0.0:{item}" for item in spec.env["SKYHAUL_TERMINAL_FORWARDS"].split(",")
+                        )
             for spec in self.specs:
                 self._spawn(spec)
             self.wait_ready(ready_timeout)

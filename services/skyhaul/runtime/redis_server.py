@@ -171,8 +171,11 @@ def _launch(
         except OSError as exc:
             raise RedisServerError(f"cannot run Redis binary {binary}: {exc}") from exc
     if config is not None:
-        process.stdin.write(config)
-        process.stdin.close()
+        # A server that dies at once never reads it: the exit is reported below, with its log.
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(config)
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
     deadline = time.monotonic() + startup_timeout
     while True:
         if process.poll() is not None:

@@ -27,6 +27,9 @@ class Forward:
     listen_port: int
     target_host: str
     target_port: int
+    # Where the relay listens: loopback unless the forward names a host (issue 16: a relay on
+    # 0.0.0.0 let anyone on the network reach the region through it).
+    listen_host: str = "127.0.0.1"
 
     @property
     def target(self) -> str:
@@ -41,14 +44,16 @@ def parse_hostport(value: str, var: str) -> tuple[str, int]:
 
 
 def parse_forwards(value: str, var: str = "SKYHAUL_TERMINAL_FORWARDS") -> tuple[Forward, ...]:
-    """`LOCALPORT=HOST:PORT,...`: the terminal's relays."""
+    """`[LISTENHOST:]LOCALPORT=HOST:PORT,...`: the terminal's relays (listening on 127.0.0.1
+    unless LISTENHOST says otherwise, e.g. `0.0.0.0:7001=region:50053`)."""
     forwards = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         local, sep, target = item.partition("=")
-        if not sep or not local.isdigit():
-            raise SettingsError(f"{var}: {item!r} is not LOCALPORT=HOST:PORT")
+        listen_host, colon, local_port = local.rpartition(":")
+        if not sep or not local_port.isdigit() or (colon and not listen_host.strip("[]")):
+            raise SettingsError(f"{var}: {item!r} is not [LISTENHOST:]LOCALPORT=HOST:PORT")
         host, port = parse_hostport(target, var)
-        forwards.append(Forward(int(local), host, port))
+        forwards.append(Forward(int(local_port), host, port, listen_host.strip("[]") or "127.0.0.1"))
     return tuple(forwards)
 
 

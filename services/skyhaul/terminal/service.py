@@ -19,7 +19,7 @@ from skyhaul.runtime.errors import InvalidArgument
 from skyhaul.runtime.eventloop import new_event_loop
 from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate, route_valid_until
 from skyhaul.runtime.server import ServiceApp, service_full_name
-from skyhaul.runtime.settings import Settings, parse_hostport
+from skyhaul.runtime.settings import Settings
 from skyhaul.terminal.relay import TerminalRelay
 from skyhaul.terminal.shaping import EmulatedLink, LinkProfile
 from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
@@ -216,10 +216,9 @@ class TerminalApp(ServiceApp):
         terminal_pb2_grpc.add_TerminalServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        listen_host, _ = parse_hostport(self.settings.listen, "SKYHAUL_LISTEN")
         for forward in self.settings.terminal_forwards:
             await self.relay.add_forward(
-                listen_host, forward.listen_port, forward.target_host, forward.target_port
+                forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
             )
         await self.relay.start()
         self.feed.start()
