@@ -758,6 +758,11 @@ def test_services_and_relays_listen_on_loopback_unless_told_otherwise(tmp_path: 
     [relay] = parse_forwards("7001=region-westus2:50053")
     assert relay.listen_host == "127.0.0.1"
     [wide, v6] = parse_forwards("0.0.0.0:7001=region:50053,[::]:7002=region:50053")
-    assert (wide.listen_host, wide.listen_port, v6.listen_host, v6.listen_port) == ("0.0.0.0", 7001, "::", 7002)
+    assert (wide.listen_host, wide.listen_port, v6.listen_host, v6.listen_port) == (
+        "0.0.0.0",
+        7001,
+        "::",
+        7002,
+    )
     with pytest.raises(ValueError, match=r"\[LISTENHOST:\]LOCALPORT=HOST:PORT"):
         parse_forwards(":7001=region:50053")

@@ -283,13 +283,14 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             raise InvalidArgument(f"step must be > 0 s (e.g. 1 s), got {step:g} s")
         if end <= start:
             raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
-        limits.check_prediction_window(end - start)  # RESOURCE_EXHAUSTED over the per-call cap
         samples = math.ceil((end - start) / step - 1e-9)
         if samples > MAX_PREDICTION_SAMPLES:
             raise InvalidArgument(
                 f"{samples} samples ({(end - start) / 86400:.1f} days at {step:g} s) is more than the "
                 f"{MAX_PREDICTION_SAMPLES} allowed (7 days at 1 s): shorten the window or raise the step"
             )
+        # The configurable per-call cap (RESOURCE_EXHAUSTED); the sample bound above is the contract's.
+        limits.check_prediction_window(end - start)
         span = trace.get_current_span()
         span.set_attribute("skyhaul.data_center", request.data_center_id)
         span.set_attribute("skyhaul.samples", samples)

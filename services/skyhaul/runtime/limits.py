@@ -7,8 +7,8 @@ local processes share 127.0.0.1, so a limit per IP would make them starve one an
 
 | variable | default | what |
 |---|---|---|
-| SKYHAUL_MAX_CONCURRENT_RPCS | 256 | RPCs in flight per peer (streams included) |
-| SKYHAUL_MAX_CONCURRENT_STREAMS | 32 | streaming RPCs in flight per peer |
+| SKYHAUL_MAX_CONCURRENT_RPCS | 512 | RPCs in flight per peer (streams and uploads included) |
+| SKYHAUL_MAX_CONCURRENT_STREAMS | 32 | response streams in flight per peer (WatchEvents, StreamPositions, PredictRoutes, GetBlob, GetObject: the long-lived ones) |
 | SKYHAUL_MAX_PREDICTION_WINDOW_S | 604800 (7 days) | window of one PredictRoutes call |
 
 0 turns a limit off. Health and reflection are never limited (probes must always answer).
@@ -31,7 +31,7 @@ MAX_RPCS_ENV = "SKYHAUL_MAX_CONCURRENT_RPCS"
 MAX_STREAMS_ENV = "SKYHAUL_MAX_CONCURRENT_STREAMS"
 MAX_PREDICTION_WINDOW_ENV = "SKYHAUL_MAX_PREDICTION_WINDOW_S"
 
-DEFAULT_MAX_RPCS = 256  # above the mdc's block uploads in flight over its one channel
+DEFAULT_MAX_RPCS = 512  # well above the mdc's block uploads and a busy client's concurrent puts
 DEFAULT_MAX_STREAMS = 32
 DEFAULT_MAX_PREDICTION_WINDOW_S = 7 * 86400.0
 
@@ -97,7 +97,9 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         service = handler_call_details.method.lstrip("/").partition("/")[0]
         if service in OPEN_SERVICES:
             return handler
-        streaming = bool(handler.request_streaming or handler.response_streaming)
+        # A "stream" is a response stream: what can stay open for minutes. A client-streaming
+        # upload (PutObject) ends when its data does and counts as an RPC.
+        streaming = bool(handler.response_streaming)
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
