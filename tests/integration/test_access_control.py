@@ -766,3 +766,68 @@ def test_services_and_relays_listen_on_loopback_unless_told_otherwise(tmp_path: 
     )
     with pytest.raises(ValueError, match=r"\[LISTENHOST:\]LOCALPORT=HOST:PORT"):
         parse_forwards(":7001=region:50053")
+
+
+# --- `skyhaul up` end to end ------------------------------------------------------------------------
+
+
+def _listening_hosts(port: int) -> set[str]:
+    out = subprocess.run(
+        ["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    hosts = {line.split()[3].rpartition(":")[0] for line in out.splitlines() if line.strip()}
+    return {host.removeprefix("[::ffff:").removesuffix("]") for host in hosts}  # gRPC binds v4-mapped
+
+
+@pytest.mark.slow
+def test_skyhaul_up_is_loopback_with_a_token_a_locked_redis_and_a_cli_that_sends_the_token(tmp_path: Path):
+    import json
+    import os
+    import sys
+
+    from skyhaul.runtime.launcher import Launcher
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYHAUL_TOKEN", "SKYHAUL_EVENT_KEY"))}
+    env.pop("SKYHAUL_REDIS_URL", None)
+    env["SKYHAUL_STATE_DIR"] = str(state)
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        with Launcher(None, tmp_path / "run") as launcher:
+            endpoints = launcher.endpoints
+            token_file = tmp_path / "run" / "token"
+            assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+            token = token_file.read_text().strip()
+            assert len(token) >= 32
+            for spec in launcher.specs:
+                assert spec.env["SKYHAUL_TOKEN"] == token and spec.env["SKYHAUL_EVENT_KEY"]
+                assert _listening_hosts(spec.port) == {"127.0.0.1"}, spec.name
+                for relay_port in spec.relay_ports:
+                    assert _listening_hosts(relay_port) == {"127.0.0.1"}, f"{spec.name} relay"
+            port = int(endpoints.redis_url.rpartition(":")[2].split("/")[0])
+            assert "@127.0.0.1:" in endpoints.redis_url and _listening_hosts(port) == {"127.0.0.1"}
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis(port=port).ping()
+
+            # The CLI finds the running system and its token by itself; a wrong token is refused.
+            state.mkdir()
+            (state / "endpoints.json").write_text(
+                json.dumps({"services": endpoints.services, "run_dir": endpoints.run_dir})
+            )
+            data = tmp_path / "scan.bin"
+            data.write_bytes(os.urandom(10_000))
+            cli = [sys.executable, "-m", "skyhaul.cli.main", "put", str(data), "--json"]
+            refused = subprocess.run(
+                cli, env={**env, "SKYHAUL_TOKEN": "wrong"}, capture_output=True, text=True, timeout=60
+            )
+            assert (
+                refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr and "token" in refused.stderr
+            )
+            accepted = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+            assert accepted.returncode == 0, accepted.stderr
+            assert json.loads(accepted.stdout)["key"] == "scan.bin"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
