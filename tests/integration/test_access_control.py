@@ -800,6 +800,7 @@ def test_skyhaul_up_is_loopback_with_a_token_a_locked_redis_and_a_cli_that_sends
             token_file = tmp_path / "run" / "token"
             assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
             token = token_file.read_text().strip()
+            assert stat.S_IMODE((tmp_path / "run" / "endpoints.json").stat().st_mode) == 0o600  # Redis URL
             assert len(token) >= 32
             for spec in launcher.specs:
                 assert spec.env["SKYHAUL_TOKEN"] == token and spec.env["SKYHAUL_EVENT_KEY"]

@@ -104,8 +104,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         return fail(f"start failed: {exc}")
     try:
-        endpoints_file().parent.mkdir(parents=True, exist_ok=True)
-        endpoints_file().write_text((run_dir / "endpoints.json").read_text())
+        from skyhaul.runtime.auth import write_secret_file
+
+        write_secret_file(endpoints_file(), (run_dir / "endpoints.json").read_text())  # 0600: Redis password
         if args.json:
             print(json.dumps({"services": endpoints.services, "redis": endpoints.redis_url}), flush=True)
         else:

@@ -176,6 +176,7 @@ class Launcher:
         self.specs: list[ProcessSpec] = []
         self.procs: dict[str, subprocess.Popen] = {}
         self.endpoints: Endpoints | None = None
+        self._token_file_set = False  # SKYHAUL_TOKEN_FILE set by start() for this process
 
     def __enter__(self) -> Launcher:
         self.start()
@@ -194,6 +195,7 @@ class Launcher:
             clock_start = time.time()
             self.specs = plan(self.scenario, self.scenario_path, self.run_dir, self.redis_url, clock_start)
             security = auth.run_security_env(self.run_dir)  # token (also <run_dir>/token) + event key
+            self._share_token_with_this_process()
             for spec in self.specs:
                 spec.env.update(security)
                 if self.listen_all:
@@ -221,8 +223,23 @@ class Launcher:
             relays={s.name: s.relay_ports for s in self.specs if s.relay_ports},
             pids={name: p.pid for name, p in self.procs.items()},
         )
-        (self.run_dir / "endpoints.json").write_text(json.dumps(asdict(self.endpoints), indent=2))
+        # 0600: it holds the Redis URL with the run's password.
+        auth.write_secret_file(self.run_dir / "endpoints.json", json.dumps(asdict(self.endpoints), indent=2))
         return self.endpoints
+
+    def _share_token_with_this_process(self) -> None:
+        # The process that runs the launcher (`skyhaul up`, the demo, tests) is a client of its
+        # run: its channels (runtime/clients.py) find the token through SKYHAUL_TOKEN_FILE until
+        # stop(). A token given by the environment is the run's token already.
+        if os.environ.get(auth.TOKEN_ENV) or os.environ.get(auth.TOKEN_FILE_ENV):
+            return
+        os.environ[auth.TOKEN_FILE_ENV] = str(self.run_dir / auth.TOKEN_FILE_NAME)
+        self._token_file_set = True
+
+    def _unshare_token(self) -> None:
+        if self._token_file_set:
+            self._token_file_set = False
+            os.environ.pop(auth.TOKEN_FILE_ENV, None)
 
     def _spawn(self, spec: ProcessSpec) -> None:
         env = {**os.environ, **spec.env}
@@ -280,3 +297,4 @@ class Launcher:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        self._unshare_token()
