@@ -180,7 +180,9 @@ def test_redis_and_telemetry_endpoints_are_wired(values_file: Path | None):
             assert redis_url == values["redis"]["externalUrl"]
             assert not any(d["metadata"]["name"].endswith("-redis") for d in rendered.of_kind("Deployment"))
         else:
-            host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+            # The in-chart Redis has a password (from the Secret, expanded by the kubelet).
+            assert redis_url.startswith("redis://:$(SKYHAUL_REDIS_PASSWORD)@")
+            host, port = redis_url.removeprefix("redis://").split("/")[0].rpartition("@")[2].split(":")
             resolve_service_port(rendered, host, int(port))
         # one service.name for a service, in the chart as in local runs
         assert env["OTEL_SERVICE_NAME"] == telemetry.service_name(container["args"][1])

@@ -19,12 +19,12 @@ import asyncio
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 import yaml
 from support.storage import list_blobs, list_objects, payload, put_object, sha256_hex, wait_until
 
+from skyhaul.runtime import clients
 from skyhaul.runtime.launcher import Launcher
 from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc, region_pb2_grpc, terminal_pb2, terminal_pb2_grpc
 
@@ -64,9 +64,9 @@ async def test_200_objects_across_outages_arrive_whole_and_exactly_once(tmp_path
     try:
         services = endpoints.services
         async with (
-            grpc.aio.insecure_channel(services[dc_id]) as mdc_channel,
-            grpc.aio.insecure_channel(services[f"terminal-{dc_id}"]) as terminal_channel,
-            grpc.aio.insecure_channel(services[f"region-{region_id}"]) as region_channel,
+            clients.channel(services[dc_id]) as mdc_channel,
+            clients.channel(services[f"terminal-{dc_id}"]) as terminal_channel,
+            clients.channel(services[f"region-{region_id}"]) as region_channel,
         ):
             mdc = mdc_pb2_grpc.ModularDataCenterServiceStub(mdc_channel)
             terminal = terminal_pb2_grpc.TerminalServiceStub(terminal_channel)

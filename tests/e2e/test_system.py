@@ -10,9 +10,9 @@ import os
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
+from skyhaul.runtime import clients
 from skyhaul.runtime.launcher import Launcher, check_health
 from skyhaul.runtime.scenario import load_scenario
 from skyhaul.v1 import (
@@ -84,10 +84,10 @@ def test_every_service_is_serving(system):
 async def test_objects_reach_the_region_intact_through_the_terminal(system):
     addresses, dc = system
     async with (
-        grpc.aio.insecure_channel(addresses["mdc"]) as mdc_ch,
-        grpc.aio.insecure_channel(addresses["region"]) as region_ch,
-        grpc.aio.insecure_channel(addresses["links"]) as links_ch,
-        grpc.aio.insecure_channel(addresses["terminal"]) as terminal_ch,
+        clients.channel(addresses["mdc"]) as mdc_ch,
+        clients.channel(addresses["region"]) as region_ch,
+        clients.channel(addresses["links"]) as links_ch,
+        clients.channel(addresses["terminal"]) as terminal_ch,
     ):
         mdc = mdc_pb2_grpc.ModularDataCenterServiceStub(mdc_ch)
         region = region_pb2_grpc.CloudRegionServiceStub(region_ch)

@@ -7,10 +7,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import grpc
 import pytest
 from support.otlp import OtlpReceiver
 
+from skyhaul.runtime import clients
 from skyhaul.runtime.launcher import Launcher
 from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
 
@@ -29,7 +29,7 @@ async def test_a_sync_trace_spans_mdc_terminal_and_region(tmp_path, monkeypatch)
         launcher = Launcher(str(SEED), tmp_path / "run")
         endpoints = await asyncio.to_thread(launcher.start)
         try:
-            async with grpc.aio.insecure_channel(endpoints.services["mdc-kodiak"]) as channel:
+            async with clients.channel(endpoints.services["mdc-kodiak"]) as channel:
                 mdc = mdc_pb2_grpc.ModularDataCenterServiceStub(channel)
 
                 async def parts():

@@ -59,12 +59,32 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- printf "%s-scenario" (include "skyhaul.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The in-chart Redis's URL carries its password through SKYHAUL_REDIS_PASSWORD, which
+skyhaul.commonEnv defines (from the Secret) before this variable refers to it. */}}
 {{- define "skyhaul.redisUrl" -}}
 {{- if .Values.redis.externalUrl }}
 {{- .Values.redis.externalUrl }}
 {{- else }}
-{{- printf "redis://%s-redis:6379/0" (include "skyhaul.fullname" .) }}
+{{- printf "redis://:$(SKYHAUL_REDIS_PASSWORD)@%s-redis:6379/0" (include "skyhaul.fullname" .) }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret with the token, the event key and the Redis password (templates/secret.yaml). */}}
+{{- define "skyhaul.secretName" -}}
+{{- if .Values.security.existingSecret }}
+{{- .Values.security.existingSecret }}
+{{- else }}
+{{- printf "%s-secrets" (include "skyhaul.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* One variable from the release's Secret: (dict "ctx" $ "name" "SKYHAUL_TOKEN" "key" "token"). */}}
+{{- define "skyhaul.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skyhaul.secretName" .ctx }}
+      key: {{ .key }}
 {{- end }}
 
 {{/* OTLP endpoint, or empty when telemetry is off or has nowhere to go. */}}
@@ -183,6 +203,11 @@ POD_NAME and POD_NAMESPACE come first so OTEL_RESOURCE_ATTRIBUTES can refer to t
   valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
 - name: SKYHAUL_SCENARIO
   value: /etc/skyhaul/scenario.yaml
+{{ include "skyhaul.secretEnv" (dict "ctx" $ctx "name" "SKYHAUL_TOKEN" "key" "token") }}
+{{ include "skyhaul.secretEnv" (dict "ctx" $ctx "name" "SKYHAUL_EVENT_KEY" "key" "eventKey") }}
+{{- if not $ctx.Values.redis.externalUrl }}
+{{ include "skyhaul.secretEnv" (dict "ctx" $ctx "name" "SKYHAUL_REDIS_PASSWORD" "key" "redisPassword") }}
+{{- end }}
 - name: SKYHAUL_REDIS_URL
   value: {{ include "skyhaul.redisUrl" $ctx | quote }}
 - name: SKYHAUL_DATA_DIR

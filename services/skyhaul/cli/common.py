@@ -45,8 +45,22 @@ def running_endpoints() -> dict[str, Any] | None:
         raise SystemExit(fail(str(exc), EXIT_USAGE)) from None
 
 
+def use_running_token() -> None:
+    """Point SKYHAUL_TOKEN_FILE at the running `skyhaul up`'s token unless a token is given already:
+    every channel the CLI opens (runtime/clients.py) then sends it."""
+    from skyhaul.runtime import auth
+
+    if os.environ.get(auth.TOKEN_ENV) or os.environ.get(auth.TOKEN_FILE_ENV):
+        return
+    running = running_endpoints()
+    token_file = Path(running.get("run_dir", "")) / auth.TOKEN_FILE_NAME if running else None
+    if token_file is not None and token_file.is_file():
+        os.environ[auth.TOKEN_FILE_ENV] = str(token_file)
+
+
 def resolve_address(service: str, explicit: str | None = None, label: str | None = None) -> str:
     """--flag, then SKYHAUL_<SERVICE>_ADDR, then the running `skyhaul up`, then the default port."""
+    use_running_token()
     if explicit:
         return explicit
     env = os.environ.get(ADDR_VARS[service])

@@ -74,6 +74,11 @@ one that keeps crashing stops the run. The same RUN_DIR again continues the same
         metavar="S",
         help="first restart delay; doubles per crash up to 30 s, resets after 60 s up (default 1)",
     )
+    up.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="listen on every interface (default: 127.0.0.1 only); writes still need the run's token",
+    )
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one service in the foreground (what a container runs)")
@@ -152,6 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             restart_policy=policy,
             stop_event=stop,
             data_plane=args.data_plane,
+            listen_all=args.listen_all,
         )
     except (ScenarioError, SettingsError, ValueError) as exc:
         return fail(f"{exc} (nothing was started)", EXIT_USAGE)

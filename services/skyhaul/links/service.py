@@ -33,7 +33,7 @@ from skyhaul.core.timeline import LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
 from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment
-from skyhaul.runtime import clients
+from skyhaul.runtime import clients, limits
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import InvalidArgument, NotFound, Unavailable, as_invalid_argument
@@ -289,6 +289,8 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
                 f"{samples} samples ({(end - start) / 86400:.1f} days at {step:g} s) is more than the "
                 f"{MAX_PREDICTION_SAMPLES} allowed (7 days at 1 s): shorten the window or raise the step"
             )
+        # The configurable per-call cap (RESOURCE_EXHAUSTED); the sample bound above is the contract's.
+        limits.check_prediction_window(end - start)
         span = trace.get_current_span()
         span.set_attribute("skyhaul.data_center", request.data_center_id)
         span.set_attribute("skyhaul.samples", samples)

@@ -50,7 +50,7 @@ from opentelemetry import trace
 from skyhaul.mdc.link import LinkWatcher
 from skyhaul.mdc.objectstore import ObjectStore
 from skyhaul.mdc.outbox import PRIORITIES, OutboxEntry, UploadProgress, block_id_for
-from skyhaul.runtime import telemetry
+from skyhaul.runtime import clients
 from skyhaul.runtime.errors import FailedPrecondition, NotFound
 from skyhaul.runtime.server import GRPC_OPTIONS
 from skyhaul.v1 import region_pb2, region_pb2_grpc, terminal_pb2, terminal_pb2_grpc
@@ -160,9 +160,8 @@ class Backoff:
 
 
 def make_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=_CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors()
-    )
+    # The runtime's channel: the run's token (region writes need it) and TLS when configured.
+    return clients.channel(address, options=_CHANNEL_OPTIONS)
 
 
 @dataclasses.dataclass

@@ -19,6 +19,12 @@ publisher run starts again at 1, the subscriber notices and starts over from the
 
 Each event carries the W3C trace context of its `publish` span; the subscriber records a
 `receive` span as its child, so one trace spans publisher and subscriber.
+
+With an event key (runtime/event_signing.py: SKYHAUL_EVENT_KEY, set by `skyhaul up` and the
+chart) the publisher seals every event and snapshot it writes, and the subscriber drops (with a
+warning, counted in `rejected_events`) any message, log entry or snapshot whose seal does not
+check, or whose log entry id is not its own sequence: a client of Redis without the key cannot
+change what a subscriber does. Without a key nothing is sealed or checked (said once in the log).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from skyhaul.runtime import event_signing
+from skyhaul.runtime.event_signing import EventSigner
 from skyhaul.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,7 @@ DEFAULT_LOG_MAXLEN = 10_000
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 _REPLAY_BATCH = 500
 _TRACER_NAME = "skyhaul.runtime.bus"
+_FROM_ENV = object()  # signer default: the run's key from the environment
 
 
 def log_key(channel: str) -> str:
@@ -75,9 +84,22 @@ def _tracer(tracer_provider: trace.TracerProvider | None) -> trace.Tracer:
     return trace.get_tracer(_TRACER_NAME)
 
 
-async def _read_snapshot(client: aioredis.Redis, channel: str) -> events_pb2.LinkStateSnapshot | None:
+def _signer(signer) -> EventSigner | None:
+    return event_signing.signer_from_env() if signer is _FROM_ENV else signer
+
+
+async def _read_snapshot(
+    client: aioredis.Redis,
+    channel: str,
+    signer: EventSigner | None = None,
+    on_forged: Callable[[str], None] | None = None,
+) -> events_pb2.LinkStateSnapshot | None:
     raw = await client.get(latest_key(channel))
     if raw is None:
+        return None
+    if signer is not None and not signer.verify(raw, event_signing.SNAPSHOT):
+        if on_forged is not None:
+            on_forged(f"snapshot under {latest_key(channel)}")
         return None
     snapshot = events_pb2.LinkStateSnapshot()
     try:
@@ -125,6 +147,7 @@ class EventPublisher:
         approximate_trim: bool = True,
         tracer_provider: trace.TracerProvider | None = None,
         timeout: float = 5.0,
+        signer: EventSigner | None | object = _FROM_ENV,
     ) -> None:
         if log_maxlen < 1:
             raise ValueError(f"log_maxlen: {log_maxlen} must be at least 1")
@@ -136,6 +159,7 @@ class EventPublisher:
             redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
         )
         self._tracer = _tracer(tracer_provider)
+        self._signer = _signer(signer)
         self._lock = asyncio.Lock()  # one publish at a time keeps sequence order = publish order
         # Kept in memory too: if Redis restarts empty under a running publisher, numbering goes on.
         self._last_sequence = 0
@@ -175,11 +199,12 @@ class EventPublisher:
                     stored = await _newest_logged_sequence(pipe, self.channel)
                     if stored == 0:
                         # An empty log (new, or deleted): the snapshot still remembers the numbering.
-                        stored_snapshot = await _read_snapshot(pipe, self.channel)
+                        stored_snapshot = await _read_snapshot(pipe, self.channel, self._signer)
                         stored = stored_snapshot.sequence if stored_snapshot is not None else 0
                     sequence = max(stored, self._last_sequence) + 1
                     event.sequence = sequence
-                    payload = event.SerializeToString()
+                    event.ClearField("signature")
+                    payload = self._seal(event.SerializeToString(), event_signing.EVENT)
                     pipe.multi()
                     pipe.xadd(
                         stream,
@@ -191,7 +216,11 @@ class EventPublisher:
                     if snapshot is not None:
                         snapshot.sequence = sequence
                         snapshot.run_id = self.run_id
-                        pipe.set(latest_key(self.channel), snapshot.SerializeToString())
+                        snapshot.ClearField("signature")
+                        pipe.set(
+                            latest_key(self.channel),
+                            self._seal(snapshot.SerializeToString(), event_signing.SNAPSHOT),
+                        )
                     pipe.publish(self.channel, payload)
                     await pipe.execute()
                 except WatchError:
@@ -199,8 +228,11 @@ class EventPublisher:
                 self._last_sequence = sequence
                 return sequence
 
+    def _seal(self, payload: bytes, domain: bytes) -> bytes:
+        return payload if self._signer is None else self._signer.seal(payload, domain)
+
     async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
-        return await _read_snapshot(self._client, self.channel)
+        return await _read_snapshot(self._client, self.channel, self._signer)
 
     async def ping(self) -> bool:
         try:
@@ -242,6 +274,7 @@ class EventSubscriber:
         max_backoff: float = 5.0,
         timeout: float = 5.0,
         liveness_interval: float = 5.0,
+        signer: EventSigner | None | object = _FROM_ENV,
     ) -> None:
         if after_sequence is not None and after_sequence < 0:
             raise ValueError(f"after_sequence: {after_sequence} must be >= 0 (or None)")
@@ -264,11 +297,18 @@ class EventSubscriber:
         self._pubsub = None
         self._query_client: aioredis.Redis | None = None
         self._recent_runs: deque[str] = deque(maxlen=16)
+        self._signer = _signer(signer)
+        self._rejected = 0
         self._iterators: weakref.WeakSet = weakref.WeakSet()  # a weak hold: abandoned ones still close
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def rejected_events(self) -> int:
+        """Messages, log entries and snapshots dropped because their seal did not check."""
+        return self._rejected
 
     @property
     def last_sequence(self) -> int:
@@ -299,7 +339,7 @@ class EventSubscriber:
             self._query_client = aioredis.Redis.from_url(
                 self.redis_url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
             )
-        return await _read_snapshot(self._query_client, self.channel)
+        return await _read_snapshot(self._query_client, self.channel, self._signer, self._reject)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -401,6 +441,9 @@ class EventSubscriber:
             last_heard, ping_sent = now, False
             if message["type"] != "message":
                 continue
+            if self._signer is not None and not self._signer.verify(message["data"], event_signing.EVENT):
+                self._reject(f"message on {self.channel}")
+                continue
             event = events_pb2.LinkEvent()
             try:
                 event.ParseFromString(message["data"])
@@ -449,6 +492,12 @@ class EventSubscriber:
                 sequence = _entry_sequence(entry_id)
                 if sequence <= self._last:
                     continue
+                raw = fields.get(EVENT_FIELD)
+                if self._signer is not None and (
+                    raw is None or not self._signer.verify(raw, event_signing.EVENT)
+                ):
+                    self._reject(f"log entry {entry_id!r} in {stream}")
+                    continue
                 if sequence > self._last + 1:
                     snapshot_event = await self._snapshot_event()
                     if snapshot_event is not None and snapshot_event.sequence > self._last:
@@ -464,13 +513,17 @@ class EventSubscriber:
                 except (DecodeError, KeyError):
                     log.warning("ignoring undecodable log entry %s in %s", entry_id, stream)
                     continue
+                if self._signer is not None and event.sequence != sequence:
+                    # A genuine event copied under another entry id must not move us back or ahead.
+                    self._reject(f"log entry {entry_id!r} in {stream} (holds sequence {event.sequence})")
+                    continue
                 self._advance(event)
                 yield event
             if len(entries) < _REPLAY_BATCH:
                 return
 
     async def _snapshot_event(self) -> events_pb2.LinkEvent | None:
-        snapshot = await _read_snapshot(self._client, self.channel)
+        snapshot = await _read_snapshot(self._client, self.channel, self._signer, self._reject)
         if snapshot is None:
             return None
         event = events_pb2.LinkEvent(sequence=snapshot.sequence, run_id=snapshot.run_id)
@@ -479,6 +532,17 @@ class EventSubscriber:
         return event
 
     # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _reject(self, what: str) -> None:
+        self._rejected += 1
+        # Loud at first, then sampled: a flood of forgeries must not flood the log too.
+        if self._rejected <= 10 or self._rejected % 100 == 0:
+            log.warning(
+                "dropped a %s: its signature does not check against the run's event key "
+                "(forged, or published by another run); %d dropped so far",
+                what,
+                self._rejected,
+            )
 
     def _advance(self, event: events_pb2.LinkEvent) -> None:
         self._last = event.sequence

@@ -1,10 +1,16 @@
-"""gRPC client channels: one per peer, traced, with generous message limits and a default deadline."""
+"""gRPC client channels: one per peer, traced, with generous message limits and a default deadline.
+
+Every channel carries the run's token (runtime/auth.py) and speaks TLS when SKYHAUL_TLS_* say so
+(runtime/tls.py), so every service and the CLI reach a locked-down server the same way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
-from skyhaul.runtime import telemetry
+from skyhaul.runtime import auth, telemetry, tls
 from skyhaul.runtime.server import GRPC_OPTIONS
 
 DEFAULT_DEADLINE_S = 10.0
@@ -18,7 +24,18 @@ RECONNECT_OPTIONS = [
 ]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=GRPC_OPTIONS + RECONNECT_OPTIONS, interceptors=telemetry.client_interceptors()
+def channel(
+    address: str, options: Sequence[tuple[str, object]] | None = None, token: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to `address` with the token (`token`, else auth.load_token()) and TLS if configured.
+
+    `options` replaces the default channel options (message limits + quick reconnects).
+    """
+    chosen = list(options) if options is not None else GRPC_OPTIONS + RECONNECT_OPTIONS
+    interceptors = [*telemetry.client_interceptors(), *auth.client_interceptors(token or auth.load_token())]
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=chosen, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        address, credentials, options=chosen + tls.channel_options(), interceptors=interceptors
     )

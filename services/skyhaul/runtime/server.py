@@ -25,7 +25,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
-from skyhaul.runtime import errors, telemetry
+from skyhaul.runtime import auth, errors, limits, telemetry, tls
 from skyhaul.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ _STATUS = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Aborted: grpc.StatusCode.ABORTED,
+    limits.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -271,8 +272,15 @@ class RunningServer:
 
 
 async def start_server(app: ServiceApp, listen: str) -> RunningServer:
+    # One chain: tracing, then the token check (a refused call reaches nothing), then the
+    # per-client limits, then the error mapping around the servicer (runtime/auth.py, limits.py).
     server = grpc.aio.server(
-        interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
+        interceptors=[
+            *telemetry.server_interceptors(),
+            auth.server_interceptor(app.name),
+            limits.LimitsInterceptor(limits.Limits.from_env()),
+            ErrorMappingInterceptor(),
+        ],
         options=GRPC_OPTIONS,
     )
     app.register(server)
@@ -281,7 +289,11 @@ async def start_server(app: ServiceApp, listen: str) -> RunningServer:
     enable_reflection(
         [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
     )
-    port = server.add_insecure_port(listen)
+    credentials = tls.server_credentials()
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     for name in ("", *app.service_names):

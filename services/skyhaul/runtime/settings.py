@@ -27,6 +27,9 @@ class Forward:
     listen_port: int
     target_host: str
     target_port: int
+    # Where the relay listens: loopback unless the forward names a host (issue 16: a relay on
+    # 0.0.0.0 let anyone on the network reach the region through it).
+    listen_host: str = "127.0.0.1"
 
     @property
     def target(self) -> str:
@@ -41,15 +44,29 @@ def parse_hostport(value: str, var: str) -> tuple[str, int]:
 
 
 def parse_forwards(value: str, var: str = "SKYHAUL_TERMINAL_FORWARDS") -> tuple[Forward, ...]:
-    """`LOCALPORT=HOST:PORT,...`: the terminal's relays."""
+    """`[LISTENHOST:]LOCALPORT=HOST:PORT,...`: the terminal's relays (listening on 127.0.0.1
+    unless LISTENHOST says otherwise, e.g. `0.0.0.0:7001=region:50053`)."""
     forwards = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         local, sep, target = item.partition("=")
-        if not sep or not local.isdigit():
-            raise SettingsError(f"{var}: {item!r} is not LOCALPORT=HOST:PORT")
+        listen_host, colon, local_port = local.rpartition(":")
+        if not sep or not local_port.isdigit() or (colon and not listen_host.strip("[]")):
+            raise SettingsError(f"{var}: {item!r} is not [LISTENHOST:]LOCALPORT=HOST:PORT")
         host, port = parse_hostport(target, var)
-        forwards.append(Forward(int(local), host, port))
+        forwards.append(Forward(int(local_port), host, port, listen_host.strip("[]") or "127.0.0.1"))
     return tuple(forwards)
+
+
+def _check_security_env(env: Mapping[str, str]) -> None:
+    """Token, TLS files and limits are read where they are used; a bad one fails here, at start."""
+    from skyhaul.runtime import auth, limits, tls
+
+    try:
+        auth.load_token(env)
+        tls.tls_files(env)
+        limits.Limits.from_env(env)
+    except (auth.TokenError, tls.TlsConfigError, limits.LimitConfigError) as exc:
+        raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,11 @@ class Settings:
         if service not in SERVICE_PORTS:
             raise SettingsError(f"unknown service {service!r} (one of {', '.join(SERVICE_PORTS)})")
         scenario = scenario_from_env(env)
-        listen = env.get("SKYHAUL_LISTEN", f"0.0.0.0:{SERVICE_PORTS[service]}")
+        # Loopback unless told otherwise: the chart (and `skyhaul up --listen-all`) widen it.
+        # The terminal's relays listen on the same host (issue 16: no relay on 0.0.0.0 by default).
+        listen = env.get("SKYHAUL_LISTEN", f"127.0.0.1:{SERVICE_PORTS[service]}")
         parse_hostport(listen, "SKYHAUL_LISTEN")
+        _check_security_env(env)
         peers = {}
         for name, var in ADDR_VARS.items():
             value = env.get(var, f"127.0.0.1:{SERVICE_PORTS[name]}")

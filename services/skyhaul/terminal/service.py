@@ -24,7 +24,7 @@ from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
 from skyhaul.runtime.eventloop import new_event_loop
 from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate, route_valid_until
 from skyhaul.runtime.server import ServiceApp, service_full_name
-from skyhaul.runtime.settings import Settings, parse_hostport
+from skyhaul.runtime.settings import Settings
 from skyhaul.terminal.packet import PacketEngine
 from skyhaul.terminal.packet_plane import PacketPlane, PacketPlaneSettings, data_plane_from_env
 from skyhaul.terminal.relay import TerminalRelay
@@ -323,10 +323,9 @@ class TerminalApp(ServiceApp):
             )
             self.feed.start()
             return
-        listen_host, _ = parse_hostport(self.settings.listen, "SKYHAUL_LISTEN")
         for forward in self.settings.terminal_forwards:
             await self.relay.add_forward(
-                listen_host, forward.listen_port, forward.target_host, forward.target_port
+                forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
             )
         await self.relay.start()
         self.feed.start()

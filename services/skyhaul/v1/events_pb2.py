@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from skyhaul.v1 import route_pb2 as skyhaul_dot_v1_dot_route__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17skyhaul/v1/events.proto\x12\nskyhaul.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16skyhaul/v1/route.proto\"\x86\x04\n\tLinkEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12>\n\rtrace_context\x18\x02 \x03(\x0b\x32\'.skyhaul.v1.LinkEvent.TraceContextEntry\x12\x31\n\remulated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12/\n\x0cslot_started\x18\n \x01(\x0b\x32\x17.skyhaul.v1.SlotStartedH\x00\x12(\n\x08handover\x18\x0b \x01(\x0b\x32\x14.skyhaul.v1.HandoverH\x00\x12\x31\n\rroute_changed\x18\x0c \x01(\x0b\x32\x18.skyhaul.v1.RouteChangedH\x00\x12\x34\n\x0blink_status\x18\r \x01(\x0b\x32\x1d.skyhaul.v1.LinkStatusChangedH\x00\x12\x31\n\x08snapshot\x18\x0e \x01(\x0b\x32\x1d.skyhaul.v1.LinkStateSnapshotH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04\x62ody\"@\n\x0bSlotStarted\x12\x1e\n\x04slot\x18\x01 \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12\x11\n\tisl_count\x18\x02 \x01(\x05\"\xbb\x01\n\x08Handover\x12\x11\n\tground_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.skyhaul.v1.GroundKind\x12\x16\n\x0e\x66rom_satellite\x18\x03 \x01(\x05\x12\x14\n\x0cto_satellite\x18\x04 \x01(\x05\x12\x1e\n\x04slot\x18\x05 \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12(\n\x05stall\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"F\n\x0cRouteChanged\x12 \n\x05route\x18\x01 \x01(\x0b\x32\x11.skyhaul.v1.Route\x12\x14\n\x0cpath_changed\x18\x02 \x01(\x08\"Z\n\x11LinkStatusChanged\x12\x16\n\x0e\x64\x61ta_center_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12\n\n\x02up\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xd8\x01\n\x11LinkStateSnapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x31\n\remulated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x04slot\x18\x04 \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12!\n\x06routes\x18\x05 \x03(\x0b\x32\x11.skyhaul.v1.Route\x12+\n\x0b\x61ssignments\x18\x06 \x03(\x0b\x32\x16.skyhaul.v1.Assignmentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17skyhaul/v1/events.proto\x12\nskyhaul.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16skyhaul/v1/route.proto\"\x99\x04\n\tLinkEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12>\n\rtrace_context\x18\x02 \x03(\x0b\x32\'.skyhaul.v1.LinkEvent.TraceContextEntry\x12\x31\n\remulated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12/\n\x0cslot_started\x18\n \x01(\x0b\x32\x17.skyhaul.v1.SlotStartedH\x00\x12(\n\x08handover\x18\x0b \x01(\x0b\x32\x14.skyhaul.v1.HandoverH\x00\x12\x31\n\rroute_changed\x18\x0c \x01(\x0b\x32\x18.skyhaul.v1.RouteChangedH\x00\x12\x34\n\x0blink_status\x18\r \x01(\x0b\x32\x1d.skyhaul.v1.LinkStatusChangedH\x00\x12\x31\n\x08snapshot\x18\x0e \x01(\x0b\x32\x1d.skyhaul.v1.LinkStateSnapshotH\x00\x12\x11\n\tsignature\x18\x0f \x01(\x0c\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04\x62ody\"@\n\x0bSlotStarted\x12\x1e\n\x04slot\x18\x01 \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12\x11\n\tisl_count\x18\x02 \x01(\x05\"\xbb\x01\n\x08Handover\x12\x11\n\tground_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.skyhaul.v1.GroundKind\x12\x16\n\x0e\x66rom_satellite\x18\x03 \x01(\x05\x12\x14\n\x0cto_satellite\x18\x04 \x01(\x05\x12\x1e\n\x04slot\x18\x05 \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12(\n\x05stall\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"F\n\x0cRouteChanged\x12 \n\x05route\x18\x01 \x01(\x0b\x32\x11.skyhaul.v1.Route\x12\x14\n\x0cpath_changed\x18\x02 \x01(\x08\"Z\n\x11LinkStatusChanged\x12\x16\n\x0e\x64\x61ta_center_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12\n\n\x02up\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xeb\x01\n\x11LinkStateSnapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x31\n\remulated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x04slot\x18\x04 \x01(\x0b\x32\x10.skyhaul.v1.Slot\x12!\n\x06routes\x18\x05 \x03(\x0b\x32\x11.skyhaul.v1.Route\x12+\n\x0b\x61ssignments\x18\x06 \x03(\x0b\x32\x16.skyhaul.v1.Assignment\x12\x11\n\tsignature\x18\x0f \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,17 +37,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINKEVENT_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_LINKEVENT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_LINKEVENT']._serialized_start=129
-  _globals['_LINKEVENT']._serialized_end=647
-  _globals['_LINKEVENT_TRACECONTEXTENTRY']._serialized_start=588
-  _globals['_LINKEVENT_TRACECONTEXTENTRY']._serialized_end=639
-  _globals['_SLOTSTARTED']._serialized_start=649
-  _globals['_SLOTSTARTED']._serialized_end=713
-  _globals['_HANDOVER']._serialized_start=716
-  _globals['_HANDOVER']._serialized_end=903
-  _globals['_ROUTECHANGED']._serialized_start=905
-  _globals['_ROUTECHANGED']._serialized_end=975
-  _globals['_LINKSTATUSCHANGED']._serialized_start=977
-  _globals['_LINKSTATUSCHANGED']._serialized_end=1067
-  _globals['_LINKSTATESNAPSHOT']._serialized_start=1070
-  _globals['_LINKSTATESNAPSHOT']._serialized_end=1286
+  _globals['_LINKEVENT']._serialized_end=666
+  _globals['_LINKEVENT_TRACECONTEXTENTRY']._serialized_start=607
+  _globals['_LINKEVENT_TRACECONTEXTENTRY']._serialized_end=658
+  _globals['_SLOTSTARTED']._serialized_start=668
+  _globals['_SLOTSTARTED']._serialized_end=732
+  _globals['_HANDOVER']._serialized_start=735
+  _globals['_HANDOVER']._serialized_end=922
+  _globals['_ROUTECHANGED']._serialized_start=924
+  _globals['_ROUTECHANGED']._serialized_end=994
+  _globals['_LINKSTATUSCHANGED']._serialized_start=996
+  _globals['_LINKSTATUSCHANGED']._serialized_end=1086
+  _globals['_LINKSTATESNAPSHOT']._serialized_start=1089
+  _globals['_LINKSTATESNAPSHOT']._serialized_end=1324
 # @@protoc_insertion_point(module_scope)

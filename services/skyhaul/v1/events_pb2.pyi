@@ -58,10 +58,15 @@ class LinkEvent(_message.Message):
     ROUTE_CHANGED_FIELD_NUMBER: _builtins.int
     LINK_STATUS_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """strictly increasing per publisher run"""
     run_id: _builtins.str
     """changes when the publisher restarts (sequence restarts too)"""
+    signature: _builtins.bytes
+    """HMAC-SHA256 under the run's event key of every byte serialized before this field; always the
+    last field on the wire. Set on Redis, checked by subscribers (docs/security.md).
+    """
     @_builtins.property
     def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C traceparent / tracestate"""
@@ -97,10 +102,11 @@ class LinkEvent(_message.Message):
         route_changed: Global___RouteChanged | None = ...,
         link_status: Global___LinkStatusChanged | None = ...,
         snapshot: Global___LinkStateSnapshot | None = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "emulated_time", b"emulated_time", "handover", b"handover", "link_status", b"link_status", "published_at", b"published_at", "route_changed", b"route_changed", "slot_started", b"slot_started", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "emulated_time", b"emulated_time", "handover", b"handover", "link_status", b"link_status", "published_at", b"published_at", "route_changed", b"route_changed", "run_id", b"run_id", "sequence", b"sequence", "slot_started", b"slot_started", "snapshot", b"snapshot", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "emulated_time", b"emulated_time", "handover", b"handover", "link_status", b"link_status", "published_at", b"published_at", "route_changed", b"route_changed", "run_id", b"run_id", "sequence", b"sequence", "signature", b"signature", "slot_started", b"slot_started", "snapshot", b"snapshot", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["slot_started", "handover", "route_changed", "link_status", "snapshot"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -234,9 +240,12 @@ class LinkStateSnapshot(_message.Message):
     SLOT_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """of the last event folded into this snapshot"""
     run_id: _builtins.str
+    signature: _builtins.bytes
+    """as LinkEvent.signature (with its own domain, so neither passes as the other)"""
     @_builtins.property
     def emulated_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -254,10 +263,11 @@ class LinkStateSnapshot(_message.Message):
         slot: _route_pb2.Slot | None = ...,
         routes: _abc.Iterable[_route_pb2.Route] | None = ...,
         assignments: _abc.Iterable[_route_pb2.Assignment] | None = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["emulated_time", b"emulated_time", "slot", b"slot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "emulated_time", b"emulated_time", "routes", b"routes", "run_id", b"run_id", "sequence", b"sequence", "slot", b"slot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "emulated_time", b"emulated_time", "routes", b"routes", "run_id", b"run_id", "sequence", b"sequence", "signature", b"signature", "slot", b"slot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
