@@ -57,12 +57,14 @@ def _messages(text: str) -> list[dict]:
 
 
 class Grpcurl:
-    def __init__(self, binary: str, services: dict[str, str]) -> None:
+    def __init__(self, binary: str, services: dict[str, str], token: str) -> None:
         self.binary = binary
         self.services = services
+        self.token = token  # the run's token: writes need it (docs/security.md), reads do not
 
     def run(self, label: str, *args: str, data: object = None) -> str:
         command = [self.binary, "-plaintext", "-max-time", "60"]
+        command += ["-H", f"authorization: Bearer {self.token}"]
         stdin = None
         if data is not None:
             command += ["-d", "@"]
@@ -97,7 +99,7 @@ def grpcurl(tmp_path_factory):
         assert line, f"skyhaul up printed nothing; stderr:\n{proc.stderr.read()}"
         services = json.loads(line)["services"]
         assert set(services) == set(SERVICES)
-        yield Grpcurl(binary, services)
+        yield Grpcurl(binary, services, (tmp / "run" / "token").read_text().strip())
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

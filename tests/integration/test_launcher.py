@@ -384,7 +384,7 @@ def test_forward_reaches_a_tcp_echo_server_on_the_host_through_the_relay(tmp_pat
 @pytest.mark.parametrize(
     ("forward", "says"),
     [
-        ("8080", "not LOCALPORT=HOST:PORT"),
+        ("8080", "LOCALPORT=HOST:PORT"),
         ("8080=nohost", "not HOST:PORT"),
         ("elsewhere:8080=127.0.0.1:9", "'elsewhere' is not a data center"),
         ("{busy}=127.0.0.1:9", "in use"),
