@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from skyhaul.contract.blobs import validate_blob_name, validate_content_type, validate_metadata
+from skyhaul.contract.blobs import show_value, validate_blob_name, validate_content_type, validate_metadata
 from skyhaul.mdc.outbox import Outbox, OutboxEntry, validate_priority
 from skyhaul.runtime.durable import DirectoryLock, clear_directory, fsync_dir, make_dirs_durably
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -169,7 +169,7 @@ class ObjectStore:
             if used + length > self._capacity:
                 raise FailedPrecondition(
                     f"the data center store is full ({used} of {self._capacity} bytes used); "
-                    f"object {handle.key!r} needs more. Wait for the backlog to sync and delete synced objects"
+                    f"object {show_value(handle.key)} needs more. Wait for the backlog to sync and delete synced objects"
                 )
 
     def _record(self, handle: PutHandle, tmp: Path, size: int, sha256_hex: str) -> StoredObject:
@@ -228,7 +228,7 @@ class ObjectStore:
             try:
                 return open(path, "rb")
             except FileNotFoundError:
-                raise NotFound(f"object {key!r} has no data file at {path}") from None
+                raise NotFound(f"object {show_value(key)} has no data file at {path}") from None
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length) of the object, cut at its end (one block for the uploader)."""
@@ -291,7 +291,7 @@ class PutHandle:
 
     def _require_open(self) -> None:
         if self._state != "open":
-            raise FailedPrecondition(f"the put of {self.key!r} is already {self._state}")
+            raise FailedPrecondition(f"the put of {show_value(self.key)} is already {self._state}")
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk. Memory stays bounded: chunks go straight to the temp file."""
@@ -323,7 +323,7 @@ class PutHandle:
                 sha256_hex, bytes(expected_sha256).hex()
             ):
                 raise InvalidArgument(
-                    f"object {self.key!r}: sha256 of the {self._size} bytes received is {sha256_hex}, the request "
+                    f"object {show_value(self.key)}: sha256 of the {self._size} bytes received is {sha256_hex}, the request "
                     f"expects {bytes(expected_sha256).hex()}; nothing was stored, send it again"
                 )
             stored = self._store._record(self, self._tmp, self._size, sha256_hex)

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from skyhaul.contract.blobs import (
     MAX_BLOCK_BYTES,
+    show_value,
     validate_blob_name,
     validate_block_id,
     validate_content_type,
@@ -252,7 +253,7 @@ class Outbox:
     def _row(db: sqlite3.Connection, key: str) -> OutboxEntry:
         row = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
         if row is None:
-            raise NotFound(f"object {key!r} is not in the outbox")
+            raise NotFound(f"object {show_value(key)} is not in the outbox")
         return _entry(row)
 
     # ----------------------------------------------------------------- adding objects
@@ -283,7 +284,7 @@ class Outbox:
                 if tuple(existing) == (size, sha256_hex):
                     return self._row(db, key), False
                 raise AlreadyExists(
-                    f"object {key!r} is already stored with other content (sha256 {existing[1]}); "
+                    f"object {show_value(key)} is already stored with other content (sha256 {existing[1]}); "
                     "objects are immutable, put the new data under a new key"
                 )
             db.execute(
@@ -309,7 +310,7 @@ class Outbox:
             entry = self._row(db, key)
             if entry.state != "synced":
                 raise FailedPrecondition(
-                    f"object {key!r} is {entry.state}, not synced; removing it now would lose its data"
+                    f"object {show_value(key)} is {entry.state}, not synced; removing it now would lose its data"
                 )
             db.execute("DELETE FROM objects WHERE key = ?", (key,))
             return entry
@@ -323,7 +324,7 @@ class Outbox:
     def file_id(self, key: str) -> str:
         rows = self._read("SELECT file_id FROM objects WHERE key = ?", (key,))
         if not rows:
-            raise NotFound(f"object {key!r} is not in the outbox")
+            raise NotFound(f"object {show_value(key)} is not in the outbox")
         return rows[0][0]
 
     def referenced_file_ids(self) -> set[str]:
@@ -422,9 +423,11 @@ class Outbox:
         with self._write() as db:
             entry = self._row(db, key)
             if entry.state == "synced":
-                raise FailedPrecondition(f"object {key!r} is already synced (etag {entry.etag})")
+                raise FailedPrecondition(f"object {show_value(key)} is already synced (etag {entry.etag})")
             if entry.state == "failed":
-                raise FailedPrecondition(f"object {key!r} failed ({entry.failure_reason}); requeue it first")
+                raise FailedPrecondition(
+                    f"object {show_value(key)} failed ({entry.failure_reason}); requeue it first"
+                )
             db.execute(
                 "UPDATE objects SET state = 'uploading', attempts = attempts + 1,"
                 " block_size = COALESCE(block_size, ?) WHERE key = ?",
@@ -446,20 +449,20 @@ class Outbox:
             entry = self._row(db, key)
             if entry.state != "uploading":
                 raise FailedPrecondition(
-                    f"object {key!r} is {entry.state}, not uploading; call start_upload first"
+                    f"object {show_value(key)} is {entry.state}, not uploading; call start_upload first"
                 )
             block_size = entry.block_size
             assert block_size is not None  # start_upload sets it
             if not 0 < offset_end <= entry.size or (offset_end % block_size and offset_end != entry.size):
                 raise InvalidArgument(
-                    f"offset_end {offset_end} of object {key!r} ({entry.size} bytes) is not the end of a "
+                    f"offset_end {offset_end} of object {show_value(key)} ({entry.size} bytes) is not the end of a "
                     f"{block_size}-byte block"
                 )
             index = (offset_end - 1) // block_size
             expected_id = block_id_for(entry.sha256_hex, index)
             if block_id != expected_id:
                 raise InvalidArgument(
-                    f"block id {block_id!r} is not the id of block {index} of object {key!r}; expected {expected_id!r}"
+                    f"block id {block_id!r} is not the id of block {index} of object {show_value(key)}; expected {expected_id!r}"
                 )
             db.execute(
                 "INSERT OR REPLACE INTO staged_blocks (key, block_index, block_id, offset_end) VALUES (?, ?, ?, ?)",
@@ -480,7 +483,7 @@ class Outbox:
         with self._write() as db:
             entry = self._row(db, key)
             if entry.state == "synced":
-                raise FailedPrecondition(f"object {key!r} is already synced")
+                raise FailedPrecondition(f"object {show_value(key)} is already synced")
             db.execute("DELETE FROM staged_blocks WHERE key = ?", (key,))
             db.execute("UPDATE objects SET bytes_confirmed = 0, block_size = NULL WHERE key = ?", (key,))
             return self._progress(db, key)
@@ -508,7 +511,7 @@ class Outbox:
         with self._write() as db:
             entry = self._row(db, key)
             if entry.state == "synced":
-                raise FailedPrecondition(f"object {key!r} is already synced; it cannot fail")
+                raise FailedPrecondition(f"object {show_value(key)} is already synced; it cannot fail")
             db.execute("UPDATE objects SET state = 'failed', failure_reason = ? WHERE key = ?", (reason, key))
             return self._row(db, key)
 
@@ -518,7 +521,7 @@ class Outbox:
             entry = self._row(db, key)
             if entry.state not in ("failed", "pending"):
                 raise FailedPrecondition(
-                    f"object {key!r} is {entry.state}; only failed objects can be requeued"
+                    f"object {show_value(key)} is {entry.state}; only failed objects can be requeued"
                 )
             db.execute("UPDATE objects SET state = 'pending', failure_reason = NULL WHERE key = ?", (key,))
             return self._row(db, key)

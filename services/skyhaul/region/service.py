@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 from opentelemetry import trace
 
+from skyhaul.contract import bounds
+from skyhaul.contract.blobs import MAX_BLOB_NAME_CHARS, show_value
 from skyhaul.region.blobstore import MAX_LIST_RESULTS, READ_CHUNK_BYTES, BlobProperties, BlobStore
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -188,6 +190,8 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
         self._count("ListBlobs")
         _annotate(request.container)
         wanted = _list_size(request.max_results)
+        bounds.check_name(request.prefix, "prefix", max_chars=MAX_BLOB_NAME_CHARS)
+        bounds.check_name(request.page_token, "page_token", max_chars=MAX_BLOB_NAME_CHARS)
         # One more than asked says whether another page exists (the store caps a page at its maximum).
         ask = min(wanted + 1, MAX_LIST_RESULTS)
         found = await asyncio.to_thread(
@@ -214,6 +218,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
             region_id=self._app.settings.region_id,
         )
         if request.HasField("sent_at"):
+            bounds.check_timestamp(request.sent_at, "sent_at")
             response.sent_at.CopyFrom(request.sent_at)
         return response
 
@@ -241,7 +246,7 @@ def _open_blob(
         if after.etag == before.etag:
             return before, chunks
         _close_iterator(chunks)
-    raise FailedPrecondition(f"blob {blob!r} keeps changing while being read; retry the read")
+    raise FailedPrecondition(f"blob {show_value(blob)} keeps changing while being read; retry the read")
 
 
 def _close_iterator(chunks: Iterator[bytes]) -> None:
