@@ -258,6 +258,11 @@ class SyncWorker:
         self._stub: region_pb2_grpc.CloudRegionServiceStub | None = None
         link.on_change(self._link_changed)
 
+    @property
+    def region(self) -> region_pb2_grpc.CloudRegionServiceStub | None:
+        """The stub on the one channel to the region (None until `run` opened it)."""
+        return self._stub
+
     # ----------------------------------------------------------------- signals
 
     def notify(self, priority: str) -> None:

@@ -135,6 +135,14 @@ class SyncSpec:
 
 
 @dataclass(frozen=True)
+class RetentionSpec:
+    """How long synced objects stay on the data center's disk (None = no limit); see docs/retention.md."""
+
+    max_age_s: float | None = None  # emulated seconds since the object synced
+    max_bytes: int | None = None  # all stored objects together; the oldest synced go first
+
+
+@dataclass(frozen=True)
 class DataCenterSpec:
     id: str
     home_region: str
@@ -144,6 +152,7 @@ class DataCenterSpec:
     workload: WorkloadSpec
     sync: SyncSpec
     storage_bytes: int = 100 * 2**30
+    retention: RetentionSpec = RetentionSpec()
 
     @property
     def start_location(self) -> GeoSpec:
@@ -486,8 +495,14 @@ def _data_center(f: _Fields, masks: GroundMasks, region_ids: set[str]) -> DataCe
     )
     sf.done()
     storage = f.integer("storage_bytes", DataCenterSpec.storage_bytes, lo=1)
+    rf = f.sub("retention")
+    retention = RetentionSpec(
+        max_age_s=rf.number("max_age_s", lo=0, lo_open=True) if rf.has("max_age_s") else None,
+        max_bytes=rf.integer("max_bytes", lo=1) if rf.has("max_bytes") else None,
+    )
+    rf.done()
     f.done()
-    return DataCenterSpec(dcid, home, location, tuple(track), terminal, workload, sync, storage)
+    return DataCenterSpec(dcid, home, location, tuple(track), terminal, workload, sync, storage, retention)
 
 
 def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = None) -> Scenario:
