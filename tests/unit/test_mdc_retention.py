@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from skyhaul.mdc.objectstore import ObjectStore
-from skyhaul.mdc.retention import RetentionPolicy, apply_retention, reconcile_interval
+from skyhaul.mdc.retention import (
+    MISSING,
+    PRESENT,
+    UNKNOWN,
+    RetentionPolicy,
+    apply_retention,
+    reconcile_interval,
+)
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from skyhaul.runtime.scenario import RetentionSpec, ScenarioError, parse_scenario
 
@@ -187,3 +194,25 @@ def test_the_scenario_takes_a_retention_policy_and_refuses_a_bad_one() -> None:
     ):
         with pytest.raises(ScenarioError, match=words):
             parse_scenario(_scenario(bad))
+
+
+def test_retention_asks_the_region_first_and_keeps_what_it_lost(store, clock) -> None:
+    for key in ("gone", "there", "unasked"):
+        put(store, key, key.encode())
+        clock.now += 1
+        sync(store, key)
+    verdicts = {"gone": MISSING, "there": PRESENT, "unasked": UNKNOWN}
+    asked = []
+
+    def verify(entry):
+        asked.append(entry.key)
+        return verdicts[entry.key]
+
+    assert apply_retention(store, RetentionPolicy(max_bytes=1), clock(), verify) == (
+        2,
+        len("there") + len("unasked"),
+    )
+    assert asked == ["gone", "there", "unasked"]  # oldest synced first
+    # The region lost "gone" while its bytes were still here: queued again, not released.
+    assert keys(store) == ["gone"] and store.get("gone").state == "pending"
+    assert store.read_range("gone", 0, 10) == b"gone"

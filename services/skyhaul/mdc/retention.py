@@ -27,6 +27,7 @@ from opentelemetry import trace
 from skyhaul.contract.blobs import show_value
 from skyhaul.mdc.link import LinkWatcher
 from skyhaul.mdc.objectstore import ObjectStore
+from skyhaul.mdc.outbox import OutboxEntry
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from skyhaul.runtime.scenario import RetentionSpec
 from skyhaul.v1 import region_pb2, region_pb2_grpc
@@ -95,29 +96,49 @@ def reconcile_interval(env: Mapping[str, str] = os.environ) -> float:
     return value
 
 
-def apply_retention(store: ObjectStore, policy: RetentionPolicy, now: float) -> tuple[int, int]:
+# What the region says about a synced object before the data center lets its copy go.
+PRESENT, MISSING, UNKNOWN = "present", "missing", "unknown"
+
+
+def apply_retention(
+    store: ObjectStore,
+    policy: RetentionPolicy,
+    now: float,
+    verify: Callable[[OutboxEntry], str] | None = None,
+) -> tuple[int, int]:
     """Release synced objects the policy no longer keeps, oldest synced first. Returns (objects, bytes).
 
     Only synced objects are candidates; a race with reconciliation (which may requeue one) is
-    settled by the outbox, which refuses to release anything not synced.
+    settled by the outbox, which refuses to release anything not synced. `verify(entry)` asks the
+    region first: MISSING puts the object back in the queue instead (its bytes are still here),
+    UNKNOWN (the region cannot be asked) releases it on the strength of the commit the sync
+    verified; reconciliation reports it if the region loses it later.
     """
     released = freed = 0
 
-    def release(key: str) -> bool:
+    def release(entry: OutboxEntry) -> bool:
         nonlocal released, freed
+        if verify is not None and verify(entry) == MISSING:
+            reason = "the region no longer holds it (found before retention released it); uploading it again"
+            requeued = store.outbox.requeue_lost_in_region(entry.key, entry.sha256_hex, reason)
+            if requeued is not None:
+                log.warning(
+                    "retention: %s %s", show_value(entry.key), reason, extra={"skyhaul.key": entry.key}
+                )
+            return requeued is not None
         try:
-            entry = store.delete(key, reason="retention")
+            gone = store.delete(entry.key, reason="retention")
         except (NotFound, FailedPrecondition):
             return False  # gone or requeued meanwhile
         released += 1
-        freed += entry.size
+        freed += gone.size
         return True
 
     if policy.max_age_s is not None:
         cutoff = now - policy.max_age_s
         while True:
             batch = store.outbox.synced_oldest_first(_BATCH, synced_before=cutoff)
-            progress = sum(release(entry.key) for entry in batch)
+            progress = sum(release(entry) for entry in batch)
             if len(batch) < _BATCH or not progress:
                 break
     if policy.max_bytes is not None:
@@ -127,7 +148,7 @@ def apply_retention(store: ObjectStore, policy: RetentionPolicy, now: float) -> 
             for entry in batch:
                 if store.stored_bytes() <= policy.max_bytes:
                     break
-                progress += release(entry.key)
+                progress += release(entry)
             if not batch or not progress:
                 break  # what is left is unsynced: never evicted
     if released:
@@ -138,6 +159,42 @@ def apply_retention(store: ObjectStore, policy: RetentionPolicy, now: float) -> 
             extra={"skyhaul.objects": released, "skyhaul.bytes": freed},
         )
     return released, freed
+
+
+class RegionCheck:
+    """`verify` for apply_retention, called from its worker thread: one GetBlobProperties on the loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        container: str,
+        link: LinkWatcher,
+        region: Callable[[], region_pb2_grpc.CloudRegionServiceStub | None],
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._loop = loop
+        self._container = container
+        self._link = link
+        self._region = region
+        self._timeout = timeout_s
+
+    def __call__(self, entry: OutboxEntry) -> str:
+        stub = self._region()
+        if stub is None or not self._link.up:
+            return UNKNOWN
+        request = region_pb2.GetBlobPropertiesRequest(container=self._container, blob=entry.key)
+        future = asyncio.run_coroutine_threadsafe(
+            stub.GetBlobProperties(request, timeout=self._timeout), self._loop
+        )
+        try:
+            props = future.result(self._timeout + 1)
+        except grpc.aio.AioRpcError as exc:
+            return MISSING if exc.code() == grpc.StatusCode.NOT_FOUND else UNKNOWN
+        except Exception:  # noqa: BLE001 - a timeout or a closed loop: cannot tell
+            future.cancel()
+            return UNKNOWN
+        same = props.sha256_hex == entry.sha256_hex and props.size == entry.size
+        return PRESENT if same else MISSING
 
 
 @dataclasses.dataclass(frozen=True)

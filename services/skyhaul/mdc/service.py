@@ -45,6 +45,7 @@ from skyhaul.mdc.retention import (
     RETENTION_CHECK_S,
     Reconciler,
     ReconcileReport,
+    RegionCheck,
     RetentionPolicy,
     apply_retention,
     reconcile_interval,
@@ -483,11 +484,16 @@ class MdcApp(ServiceApp):
 
     async def _enforce_retention(self) -> None:
         log.info("retention policy: %s", self.retention)
+        worker = self.worker
+        assert worker is not None
+        verify = RegionCheck(
+            asyncio.get_running_loop(), self.sync_config.container, self.link, lambda: worker.region
+        )
         while True:
             store = self.store
             if store is not None:
                 try:
-                    await asyncio.to_thread(apply_retention, store, self.retention, self.clock.now())
+                    await asyncio.to_thread(apply_retention, store, self.retention, self.clock.now(), verify)
                 except (SkyhaulError, OSError) as exc:  # a busy or failing disk: try again next round
                     log.warning("retention: %s", exc)
             await asyncio.sleep(RETENTION_CHECK_S)
