@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from support.storage import clock_for, list_blobs, list_objects, make_settings, put_object
 
+from skyhaul.contract import bounds
 from skyhaul.links.service import LinksApp
 from skyhaul.mdc.service import MdcApp
 from skyhaul.mdc.sync import SyncConfig
@@ -140,8 +141,8 @@ async def test_get_route_far_in_the_past_or_future_is_invalid_argument(services)
             )
         )
         assert "emulation range" in details and "1957" in details
-    # The edges of the range still answer.
-    for seconds in (EPOCH, int(time.time())):
+    # Inside the range every time answers, its edges included (no IndexError deep in the core).
+    for seconds in (int(bounds.EARLIEST_UNIX), EPOCH, int(time.time()), int(bounds.LATEST_UNIX)):
         reply = await services.links.GetRoute(
             links_pb2.GetRouteRequest(data_center_id=DC, at=stamp(seconds)), timeout=30
         )
