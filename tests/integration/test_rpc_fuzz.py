@@ -280,6 +280,7 @@ class Harness:
         self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-services", daemon=True)
         self.servers: list = []
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.sync_channels: dict[str, grpc.Channel] = {}
 
     def run(self, coro: Awaitable, timeout: float = 120.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -335,6 +336,9 @@ class Harness:
             ("grpc.max_receive_message_length", 64 * 2**20),
             ("grpc.max_send_message_length", 64 * 2**20),
         ]
+        self.sync_channels = {
+            name: grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for name, port in ports.items()
+        }
         self.channels = {
             name: grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
             for name, port in ports.items()
@@ -348,6 +352,8 @@ class Harness:
         async def _stop():
             for channel in self.channels.values():
                 await channel.close()
+            for sync_channel in self.sync_channels.values():
+                sync_channel.close()
             for server in self.servers:
                 await server.stop(0.1)
 
@@ -416,16 +422,16 @@ class Harness:
         details = ""
         try:
             if method.client_streaming:
-                messages = request
-                multi = channel.stream_unary(
+                # The blocking client: grpc.aio's reports INTERNAL "Internal error from Core" instead
+                # of the server's status when the server refuses a stream before it ends
+                # (grpc/grpc#36066), which would hide what the server said.
+                multi = self.sync_channels[service].stream_unary(
                     path, request_serializer=serialize, response_deserializer=deserialize
                 )
-
-                async def parts():
-                    for message in messages:
-                        yield message
-
-                await multi(parts(), timeout=UNARY_DEADLINE_S)
+                try:
+                    await asyncio.to_thread(multi, iter(request), timeout=UNARY_DEADLINE_S)
+                except grpc.RpcError as exc:
+                    code, details = exc.code(), exc.details() or ""
             elif method.server_streaming:
                 stream = channel.unary_stream(
                     path, request_serializer=serialize, response_deserializer=deserialize
