@@ -254,3 +254,32 @@ async def test_a_full_disk_answers_resource_exhausted_and_the_status_says_so(
     finally:
         await channel.close()
         await server.stop(0.1)
+
+
+async def test_the_regions_full_disk_is_resource_exhausted_too(tmp_path: Path, tiny_disk: Path) -> None:
+    scenario = write_scenario(tmp_path / "scenario.yaml")
+    app, server = await start_region(scenario, tiny_disk)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    region = region_pb2_grpc.CloudRegionServiceStub(channel)
+    try:
+        await region.CreateContainer(region_pb2.CreateContainerRequest(container="full"), timeout=5)
+        block = payload(700_000, 5)
+        codes = []
+        for i in range(4):  # 2.8 MB into 2 MiB
+            try:
+                await region.StageBlock(
+                    region_pb2.StageBlockRequest(container="full", blob="b", block_id=f"blk{i}", data=block),
+                    timeout=10,
+                )
+                codes.append("OK")
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code().name)
+                assert "disk is full" in exc.details()
+        assert codes[0] == "OK" and "RESOURCE_EXHAUSTED" in codes
+        staged = await region.GetBlockList(
+            region_pb2.GetBlockListRequest(container="full", blob="b"), timeout=5
+        )
+        assert len(staged.uncommitted) == codes.count("OK")  # a refused block left nothing behind
+    finally:
+        await channel.close()
+        await server.stop(0.1)

@@ -99,7 +99,7 @@ def test_counts_names_and_indices() -> None:
     assert bounds.check_count(0, "max_passes", 1, 10, zero_means="the default") == 0
     with pytest.raises(InvalidArgument, match="max_passes -1 is outside 1..10"):
         bounds.check_count(-1, "max_passes", 1, 10, zero_means="the default")
-    with pytest.raises(InvalidArgument, match="longer than 256"):
+    with pytest.raises(InvalidArgument, match="longer than 200"):
         bounds.check_name("x" * 10_000_000, "data_center_id")
     with pytest.raises(InvalidArgument, match="control"):
         bounds.check_name("a\x00b", "data_center_id")

@@ -10,7 +10,7 @@ service (and the core never sees a time it cannot index, e.g. 2**62 s):
 - windows: end after start, no longer than the RPC allows;
 - ground points: finite, latitude [-90, 90], longitude [-180, 180], altitude -500 m .. 100 km
   (the Dead Sea shore is at -430 m; 100 km is the Kármán line: above it nothing is "ground");
-- names and ids: at most `MAX_NAME_CHARS` characters, no control characters;
+- names and ids: at most `MAX_NAME_CHARS` (200) characters, no control characters;
 - counts: integers in a per-field range (0 often means "the default").
 
 Errors echo at most `MAX_ECHO_CHARS` characters of what the caller sent (`shown`): a 10 MB name
@@ -30,7 +30,7 @@ from skyhaul.runtime.errors import InvalidArgument
 from skyhaul.v1 import common_pb2
 
 MAX_ECHO_CHARS = 200
-MAX_NAME_CHARS = 256
+MAX_NAME_CHARS = 200  # an id quoted back in full still fits the echo limit
 
 EARLIEST_UNIX = float(calendar.timegm((1957, 1, 1, 0, 0, 0)))
 LATEST_UNIX = float(calendar.timegm((2200, 1, 1, 0, 0, 0)))

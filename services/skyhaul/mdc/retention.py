@@ -183,9 +183,12 @@ class RegionCheck:
         if stub is None or not self._link.up:
             return UNKNOWN
         request = region_pb2.GetBlobPropertiesRequest(container=self._container, blob=entry.key)
-        future = asyncio.run_coroutine_threadsafe(
-            stub.GetBlobProperties(request, timeout=self._timeout), self._loop
-        )
+
+        async def ask() -> region_pb2.BlobProperties:
+            # Created and awaited on the loop: a grpc.aio call belongs to the loop that makes it.
+            return await stub.GetBlobProperties(request, timeout=self._timeout)
+
+        future = asyncio.run_coroutine_threadsafe(ask(), self._loop)
         try:
             props = future.result(self._timeout + 1)
         except grpc.aio.AioRpcError as exc:

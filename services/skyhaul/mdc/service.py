@@ -496,6 +496,8 @@ class MdcApp(ServiceApp):
                     await asyncio.to_thread(apply_retention, store, self.retention, self.clock.now(), verify)
                 except (SkyhaulError, OSError) as exc:  # a busy or failing disk: try again next round
                     log.warning("retention: %s", exc)
+                except Exception:  # noqa: BLE001 - retention must outlive any one failure
+                    log.exception("retention: failed; trying again in %.0f s", RETENTION_CHECK_S)
             await asyncio.sleep(RETENTION_CHECK_S)
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from skyhaul.contract import bounds
 from skyhaul.contract.blobs import MAX_BLOB_NAME_CHARS, show_value
 from skyhaul.region.blobstore import MAX_LIST_RESULTS, READ_CHUNK_BYTES, BlobProperties, BlobStore
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings
 from skyhaul.v1 import common_pb2, region_pb2, region_pb2_grpc
@@ -55,6 +56,19 @@ def _annotate(container: str, blob: str | None = None) -> None:
     span.set_attribute("skyhaul.container", container)
     if blob is not None:
         span.set_attribute("skyhaul.blob", blob)
+
+
+async def _write(fn, *args):
+    """A store call that writes, off the event loop; a full disk is RESOURCE_EXHAUSTED, not INTERNAL."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted(
+                f"the region's disk is full ({exc.strerror}); nothing of this request was kept. Delete blobs "
+                "or containers, or free space on the region's disk, then retry"
+            ) from exc
+        raise
 
 
 def _list_size(max_results: int) -> int:
@@ -93,7 +107,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
     async def CreateContainer(self, request, context):
         self._count("CreateContainer")
         _annotate(request.container)
-        created = await asyncio.to_thread(self._store.create_container, request.container, request.exist_ok)
+        created = await _write(self._store.create_container, request.container, request.exist_ok)
         return region_pb2.CreateContainerResponse(created=created)
 
     async def ListContainers(self, request, context):
@@ -111,7 +125,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
     async def StageBlock(self, request, context):
         self._count("StageBlock")
         _annotate(request.container, request.blob)
-        size = await asyncio.to_thread(self._stage, request)
+        size = await _write(self._stage, request)
         return region_pb2.StageBlockResponse(size=size)
 
     def _stage(self, request: region_pb2.StageBlockRequest) -> int:
@@ -143,7 +157,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
     async def CommitBlockList(self, request, context):
         self._count("CommitBlockList")
         _annotate(request.container, request.blob)
-        props = await asyncio.to_thread(
+        props = await _write(
             self._store.commit_block_list,
             request.container,
             request.blob,
