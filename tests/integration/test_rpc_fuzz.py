@@ -9,6 +9,8 @@ Durations with nanos out of range and seconds at +-2**62. The real servers run i
 
 For each call:
 - the status is never INTERNAL or UNKNOWN (an unexpected exception in a servicer);
+- a request carrying a malformed Timestamp or Duration (nanos out of range, a time outside the
+  emulation range 1957-2200) is never answered OK;
 - no hang: a unary call answers within its deadline (a stream may run to its deadline: following
   live events or the clock is what it is for);
 - an error message never echoes more than 200 characters of a string it was sent;
@@ -59,6 +61,8 @@ from skyhaul.v1 import (
 )
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
+# Hypothesis describes every example it draws; a 10 MiB string makes a long description.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 UNARY_DEADLINE_S = 15.0
 STREAM_DEADLINE_S = 3.0
 STREAM_MESSAGES = 3  # read at most this many messages of a server stream, then cancel
@@ -267,6 +271,31 @@ def strings_in(message) -> list[str]:
     return found
 
 
+EARLIEST, LATEST = -410227200, 7258118400  # 1957-01-01 and 2200-01-01 UTC, the emulation range
+
+
+def malformed_times(message) -> list[str]:
+    """Timestamps and Durations no RPC may accept: nanos out of range (or of the wrong sign for a
+    Duration), or a Timestamp outside the emulation range."""
+    found: list[str] = []
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Timestamp":
+        if not 0 <= message.nanos < 10**9 or not EARLIEST <= message.seconds <= LATEST:
+            found.append(f"Timestamp({message.seconds}, {message.nanos})")
+        return found
+    if name == "google.protobuf.Duration":
+        s, n = message.seconds, message.nanos
+        if not -(10**9) < n < 10**9 or (s > 0 and n < 0) or (s < 0 and n > 0):
+            found.append(f"Duration({s}, {n})")
+        return found
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
+            continue
+        for item in value if field.is_repeated else [value]:
+            found += malformed_times(item)
+    return found
+
+
 # --------------------------------------------------------------------------- the services
 
 
@@ -466,6 +495,8 @@ class Harness:
                     f"the error echoes more than {MAX_ECHO} characters of a {len(text)}-character string"
                 )
                 break
+        if code == grpc.StatusCode.OK and sent is not None and malformed_times(sent):
+            problems.append(f"accepted a malformed time {malformed_times(sent)[0]}")
         if mutating and code != grpc.StatusCode.OK:
             after = await self.snapshot(service, request)
             if after != before:
