@@ -149,6 +149,10 @@ MUTATIONS = {
         container="gone-box"
     ),
     "/skyhaul.v1.ModularDataCenterService/PutObject": put_messages("sneaky", b"x" * 1000),
+    "/skyhaul.v1.ModularDataCenterService/DeleteObject": lambda: mdc_pb2.DeleteObjectRequest(
+        key="sneaky", force=True
+    ),
+    "/skyhaul.v1.ModularDataCenterService/Reconcile": lambda: mdc_pb2.ReconcileRequest(),
     "/skyhaul.v1.ModularDataCenterService/SetWorkload": lambda: mdc_pb2.SetWorkloadRequest(
         workload=mdc_pb2.WorkloadSpec(
             objects_per_batch=3, object_size_bytes=1000, interval=duration_pb2.Duration(seconds=3600)
@@ -159,6 +163,8 @@ MUTATIONS = {
     ),
     "/skyhaul.v1.TerminalService/ClearOverrides": lambda: terminal_pb2.ClearOverridesRequest(),
 }
+# Reconcile changes state only when the region lost a synced blob (it re-uploads): here none is.
+CHANGES_NOTHING_HERE = {"/skyhaul.v1.ModularDataCenterService/Reconcile"}
 
 
 class System:
@@ -317,7 +323,8 @@ async def test_without_the_token_every_mutation_is_refused_and_changes_nothing(s
     for method, request in MUTATIONS.items():
         ahead = await system.state()
         await call(owner, method, request())
-        assert await system.state() != ahead, f"{method} (with the token) changed nothing: a useless case"
+        if method not in CHANGES_NOTHING_HERE:
+            assert await system.state() != ahead, f"{method} (with the token) changed nothing: a useless case"
 
 
 async def test_reads_work_without_the_token_and_uploads_carry_it(system: System) -> None:

@@ -455,7 +455,9 @@ def test_an_outbox_of_schema_1_moves_content_types_into_their_column(tmp_path: P
             assert store.read_range(key, 0, len(data) + 1) == data
         put(store, "new", b"after the migration", content_type="text/plain")
     with sqlite3.connect(root / "outbox.sqlite3") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        # Migrated all the way: schema 2 moved the content type, schema 3 added `released`.
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("SELECT COUNT(*) FROM released").fetchone() == (0,)
         assert db.execute(
             "SELECT COUNT(*) FROM objects WHERE metadata LIKE '%skyhaul_content_type%'"
         ).fetchone() == (0,)

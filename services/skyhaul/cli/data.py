@@ -1,5 +1,5 @@
-"""`skyhaul put`, `skyhaul objects`, `skyhaul mdc-status`, `skyhaul blobs`: data in and out of the
-modular data center, and what arrived in the region."""
+"""`skyhaul put`, `skyhaul objects`, `skyhaul rm`, `skyhaul reconcile`, `skyhaul mdc-status`,
+`skyhaul blobs`: data in and out of the modular data center, and what arrived in the region."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 from skyhaul.cli.common import (
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     JSON_HELP,
@@ -68,6 +69,45 @@ examples:
     _add_mdc_flags(objects)
     objects.add_argument("--json", action="store_true", help=JSON_HELP)
     objects.set_defaults(func=lambda a: asyncio.run(cmd_objects(a)))
+
+    rm = sub.add_parser(
+        "rm", help="delete objects from the data center's disk (synced ones stay in the region)"
+    )
+    add_formatter(
+        rm,
+        """A synced object is removed from the data center only: the region keeps its blob, and
+reconciliation keeps checking it there. An object that has not synced yet is refused, since its
+bytes exist nowhere else, unless --force says losing it is accepted.
+
+examples:
+  skyhaul rm sensor/mdc-prudhoe/00000001
+  skyhaul rm scratch/a.bin scratch/b.bin --force     also unsynced ones: their data is lost
+""",
+    )
+    rm.add_argument("keys", nargs="+", metavar="KEY", help="object keys")
+    rm.add_argument(
+        "--force", action="store_true", help="also delete objects not synced yet (their data is lost)"
+    )
+    rm.add_argument("--mdc", help="data center HOST:PORT")
+    rm.add_argument("--json", action="store_true")
+    rm.set_defaults(func=lambda a: asyncio.run(cmd_rm(a)))
+
+    reconcile = sub.add_parser("reconcile", help="check now that the region still holds every synced object")
+    add_formatter(
+        reconcile,
+        """Compares every synced (and released) object with the region's blobs by size and sha256.
+One the region lost is uploaded again while the data center still has its bytes; one whose bytes
+the data center already released is reported as lost. The data center also does this by itself
+every SKYHAUL_RECONCILE_INTERVAL_S seconds (default 300).
+
+examples:
+  skyhaul reconcile
+  skyhaul reconcile --json
+""",
+    )
+    reconcile.add_argument("--mdc", help="data center HOST:PORT")
+    reconcile.add_argument("--json", action="store_true")
+    reconcile.set_defaults(func=lambda a: asyncio.run(cmd_reconcile(a)))
 
     status = sub.add_parser("mdc-status", help="the data center's link, backlog, throughput and totals")
     add_formatter(
@@ -314,6 +354,67 @@ async def cmd_objects(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_rm(args: argparse.Namespace) -> int:
+    import grpc
+
+    from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
+    from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
+
+    address = resolve_address("mdc", args.mdc)
+    rows: list[dict] = []
+    async with channel(address) as ch:
+        stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
+        for key in args.keys:
+            try:
+                reply = await stub.DeleteObject(
+                    mdc_pb2.DeleteObjectRequest(key=key, force=args.force), timeout=DEFAULT_DEADLINE_S
+                )
+            except grpc.RpcError as exc:
+                # Keys before this one are deleted; say so, then stop (the rest stay as they are).
+                if rows and not args.json:
+                    print(f"deleted {len(rows)} of {len(args.keys)} objects before the error")
+                return fail(*rpc_error_message(exc, address))
+            rows.append(_object_row(reply.object))
+            if not args.json:
+                row = rows[-1]
+                where = (
+                    "the region keeps it"
+                    if row["state"] == "synced"
+                    else f"it was {row['state']}: its data is gone"
+                )
+                print(f"deleted {row['key']} ({_size(row['size'])}) from the data center; {where}")
+    if args.json:
+        print_json(rows)
+    return EXIT_OK
+
+
+async def cmd_reconcile(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from skyhaul.runtime.clients import channel
+    from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
+
+    address = resolve_address("mdc", args.mdc)
+    async with channel(address) as ch:
+        stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
+        try:
+            reply = await stub.Reconcile(mdc_pb2.ReconcileRequest(), timeout=120)
+        except grpc.RpcError as exc:
+            return fail(*rpc_error_message(exc, address))
+    report = reply.report
+    if args.json:
+        print_json(MessageToDict(report, always_print_fields_with_no_presence=True))
+    else:
+        print(
+            f"checked {report.objects_checked} objects against the region: {report.objects_reuploading} "
+            f"uploading again, {report.objects_lost} lost"
+        )
+        for key in report.lost_keys:
+            print(f"  LOST {key}  (the region lost it after the data center released its copy)")
+    return EXIT_OK if not report.objects_lost else EXIT_FAILURE
+
+
 async def cmd_mdc_status(args: argparse.Namespace) -> int:
     import grpc
 
@@ -366,6 +467,29 @@ async def cmd_mdc_status(args: argparse.Namespace) -> int:
     )
     print(f"throughput   {totals.throughput_mbps:.1f} Mbit/s to the region (last 5 s, wall clock)")
     print(f"sync         {'PAUSED (link down)' if status.sync_paused else 'running'}")
+    store = status.store
+    capacity = f" of {_size(store.capacity_bytes)}" if store.capacity_bytes else ""
+    state = "FULL: " + store.message if store.state == mdc_pb2.STORE_STATE_FULL else "ok"
+    print(
+        f"store        {_size(store.used_bytes)}{capacity} used, {_size(store.disk_free_bytes)} free on disk; {state}"
+    )
+    retention = store.retention
+    limits = []
+    if retention.HasField("max_age"):
+        limits.append(f"synced objects kept {retention.max_age.seconds} s")
+    if retention.max_bytes:
+        limits.append(f"at most {_size(retention.max_bytes)}")
+    print(
+        f"retention    {', '.join(limits) or 'keep everything'}; released {store.objects_released} "
+        f"({_size(store.bytes_released)})"
+        + (f", LOST in the region: {store.objects_lost}" if store.objects_lost else "")
+    )
+    if status.HasField("last_reconcile"):
+        last = status.last_reconcile
+        outcome = last.error or (
+            f"{last.objects_checked} checked, {last.objects_reuploading} uploading again, {last.objects_lost} lost"
+        )
+        print(f"reconcile    {_time(last.finished_at)}: {outcome}")
     if workload.objects_per_batch:
         interval = workload.interval.seconds + workload.interval.nanos * 1e-9
         priority = _enum(mdc_pb2.PriorityClass.Name(workload.priority), "PRIORITY_CLASS_")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from skyhaul.contract.bounds import MAX_ECHO_CHARS, shown
 from skyhaul.runtime.errors import InvalidArgument
 
 MAX_BLOB_NAME_CHARS = 1024
@@ -26,10 +27,9 @@ _BLOCK_ID_RE = re.compile(r"[A-Za-z0-9+/=_-]+")
 _METADATA_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def show_value(value: object, limit: int = 80) -> str:
-    """repr() of a user value, cut short so a 10 kB name does not flood the error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(str(value))} chars)"
+def show_value(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """repr() of a user value, cut short so a 10 MB name does not flood the error message."""
+    return shown(value, limit)
 
 
 def validate_container_name(name: object) -> str:
@@ -102,6 +102,25 @@ def validate_block_id(block_id: object) -> str:
             f"block id {show_value(block_id)} has characters outside base64 (A-Z a-z 0-9 + / = - _)"
         )
     return block_id
+
+
+def validate_block_list(block_ids: object) -> list[str]:
+    """A commit's block list: valid ids, at most MAX_BLOCKS_PER_BLOB, all of one length (Azure's rule)."""
+    if isinstance(block_ids, str | bytes) or not isinstance(block_ids, Sequence):
+        raise InvalidArgument("block list must be a list of block ids")
+    if len(block_ids) > MAX_BLOCKS_PER_BLOB:
+        raise InvalidArgument(f"block list has {len(block_ids)} blocks; the limit is {MAX_BLOCKS_PER_BLOB}")
+    ids = [validate_block_id(block_id) for block_id in block_ids]
+    lengths = {len(block_id) for block_id in ids}
+    if len(lengths) > 1:
+        first = ids[0]
+        other = next(block_id for block_id in ids if len(block_id) != len(first))
+        raise InvalidArgument(
+            f"block ids of one blob must all have the same length; {show_value(first)} has {len(first)} "
+            f"characters, {show_value(other)} has {len(other)}: encode ids at a fixed width (e.g. base64 of "
+            "a zero-padded index)"
+        )
+    return ids
 
 
 def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ import numpy as np
 
 from skyhaul.core.elements import ElementSet, ShellInfo
 from skyhaul.core.passes import Pass
-from skyhaul.runtime.clock import to_timestamp, to_unix
+from skyhaul.runtime.clock import to_timestamp
 from skyhaul.v1 import common_pb2, orbit_pb2
 
 F8 = np.dtype("<f8")
@@ -130,9 +130,3 @@ def pass_to_proto(p: Pass, names: tuple[str, ...]) -> common_pb2.Pass:
         rise_clipped=p.rise_clipped,
         set_clipped=p.set_clipped,
     )
-
-
-def window_bounds(window: common_pb2.TimeWindow, now: float, default_length_s: float) -> tuple[float, float]:
-    start = to_unix(window.start) if window.HasField("start") else now
-    end = to_unix(window.end) if window.HasField("end") else start + default_length_s
-    return start, end

@@ -21,11 +21,16 @@ from typing import Any
 
 import grpc
 import numpy as np
+import redis.asyncio as aioredis
+from google.protobuf.message import DecodeError
 from opentelemetry import trace
+from redis.exceptions import RedisError
 
-from skyhaul.contract.orbit_codec import elements_from_proto, pass_to_proto, window_bounds
+from skyhaul.contract import bounds
+from skyhaul.contract.orbit_codec import elements_from_proto, pass_to_proto
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import UnknownId
+from skyhaul.core.passes import MAX_WINDOW_S as MAX_CONTACT_WINDOW_S
 from skyhaul.core.passes import find_passes
 from skyhaul.core.propagate import Propagator
 from skyhaul.core.summary import TimelineAccumulator
@@ -34,7 +39,7 @@ from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
 from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment
 from skyhaul.runtime import clients, limits
-from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
+from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, latest_key, log_key, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import InvalidArgument, NotFound, Unavailable, as_invalid_argument
 from skyhaul.runtime.server import ServiceApp, service_full_name
@@ -52,6 +57,7 @@ MAX_PREDICTION_SAMPLES = 7 * 86_400  # 7 days at 1 s
 DEFAULT_PREDICTION_S = 3600.0
 DEFAULT_CONTACT_WINDOW_S = 86_400.0
 MAX_CONTACTS = 10_000
+MAX_WATCH_FILTER_IDS = 1000
 _DONE = object()
 
 
@@ -213,6 +219,7 @@ class LinksApp(ServiceApp):
         return await asyncio.to_thread(run)
 
     def data_center(self, data_center_id: str) -> int:
+        bounds.check_name(data_center_id, "data_center_id")
         known = ", ".join(self.ground.terminal_index) or "none"
         if not data_center_id:
             raise InvalidArgument(f"data_center_id is required (one of: {known})")
@@ -221,6 +228,7 @@ class LinksApp(ServiceApp):
         return self.ground.terminal_index[data_center_id]
 
     def region_for(self, terminal: int, region_id: str) -> str:
+        bounds.check_name(region_id, "region_id")
         if not region_id:
             return self.ground.terminals[terminal].home_region_id or self.ground.regions[0].id
         if region_id not in self.ground.region_index:
@@ -229,7 +237,7 @@ class LinksApp(ServiceApp):
         return region_id
 
     def time_of(self, request, field: str = "at") -> float:
-        return self.clock.resolve(getattr(request, field), request.HasField(field))
+        return bounds.resolve_time(request, field, self.clock.now)
 
 
 class LinkServicer(links_pb2_grpc.LinkServiceServicer):
@@ -277,12 +285,15 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
         elements = app.require_elements()
         terminal = app.data_center(request.data_center_id)
         region = app.region_for(terminal, request.region_id)
-        start, end = window_bounds(request.window, app.clock.now(), DEFAULT_PREDICTION_S)
-        step = _seconds(request.step) if request.HasField("step") else 1.0
-        if not step > 0:
-            raise InvalidArgument(f"step must be > 0 s (e.g. 1 s), got {step:g} s")
-        if end <= start:
-            raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
+        step = (
+            bounds.check_duration(request.step, "step", maximum_s=86_400.0, exclusive_minimum=True)
+            if request.HasField("step")
+            else 1.0
+        )
+        # The window's length is bounded in samples just below (its message says what to change).
+        start, end = bounds.check_window(
+            request.window, app.clock.now(), DEFAULT_PREDICTION_S, bounds.MAX_DURATION_S
+        )
         samples = math.ceil((end - start) / step - 1e-9)
         if samples > MAX_PREDICTION_SAMPLES:
             raise InvalidArgument(
@@ -356,10 +367,10 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
     async def ListContacts(self, request, context):
         app = self.app
         app.require_elements()
-        gid = request.ground_id
-        start, end = window_bounds(request.window, app.clock.now(), DEFAULT_CONTACT_WINDOW_S)
-        if end <= start:
-            raise InvalidArgument(f"window.end ({end:.3f}) must be after window.start ({start:.3f})")
+        gid = bounds.check_name(request.ground_id, "ground_id")
+        start, end = bounds.check_window(
+            request.window, app.clock.now(), DEFAULT_CONTACT_WINDOW_S, MAX_CONTACT_WINDOW_S
+        )
         ground = app.ground
         if gid in ground.terminal_index:
             row = ground.terminal_index[gid]
@@ -377,12 +388,14 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             )
         if min_el == 0.0:
             min_el = float(ground.min_elevation_deg[row])
-        min_duration = _seconds(request.min_duration)
-        if min_duration < 0:
-            raise InvalidArgument(f"min_duration {min_duration:g} s must not be negative")
+        min_duration = bounds.check_duration(
+            request.min_duration, "min_duration", maximum_s=MAX_CONTACT_WINDOW_S
+        )
         # A moving terminal's contacts are computed from where it is at the window start.
         lat, lon, alt = (float(a[row]) for a in ground.geodetic(start))
-        indices = list(request.satellite_indices) or None
+        indices = (
+            bounds.check_indices(request.satellite_indices, "satellite_indices", app.elements.size) or None
+        )
 
         def compute():
             with app.contacts_lock, as_invalid_argument():
@@ -400,13 +413,22 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
 
     async def WatchEvents(self, request, context) -> AsyncIterator[events_pb2.LinkEvent]:
         app = self.app
-        dcs = set(request.data_center_ids)
-        regions = set(request.region_ids)
+        dcs = set(
+            bounds.check_names(request.data_center_ids, "data_center_ids", max_count=MAX_WATCH_FILTER_IDS)
+        )
+        regions = set(bounds.check_names(request.region_ids, "region_ids", max_count=MAX_WATCH_FILTER_IDS))
         for dc in dcs:
             app.data_center(dc)
         for region in regions:
             if region not in app.ground.region_index:
                 raise NotFound(f"unknown region {region!r}; known: {', '.join(app.ground.region_index)}")
+        if request.after_sequence > 0:
+            newest = await newest_sequence(app.redis_url, app.channel)
+            if request.after_sequence > newest:
+                raise InvalidArgument(
+                    f"after_sequence {request.after_sequence} is ahead of the newest event ({newest}); pass the "
+                    "sequence of the last event you received, or 0 to start from now (include_snapshot for the state)"
+                )
         event_filter = EventFilter(app, dcs, regions)
         resume = request.after_sequence > 0
         subscriber = EventSubscriber(app.redis_url, app.channel, request.after_sequence if resume else None)
@@ -434,6 +456,24 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             with contextlib.suppress(RuntimeError):
                 await stream.aclose()
             await subscriber.aclose()
+
+
+async def newest_sequence(redis_url: str, channel: str) -> int:
+    """The newest sequence on the channel: its log's last entry, or the latest snapshot's."""
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        newest = await client.xrevrange(log_key(channel), count=1)
+        raw = await client.get(latest_key(channel))
+    except RedisError as exc:
+        raise Unavailable(f"cannot read the event log from Redis at {redis_url}: {exc}") from None
+    finally:
+        await client.aclose()
+    logged = int(newest[0][0].split(b"-")[0]) if newest else 0
+    snapshot = events_pb2.LinkStateSnapshot()
+    if raw is not None:
+        with contextlib.suppress(DecodeError):
+            snapshot.ParseFromString(raw)
+    return max(logged, snapshot.sequence)
 
 
 class EventFilter:

@@ -12,6 +12,10 @@ only then records it in the outbox in one SQLite transaction. A kill -9 before t
 at most an unreferenced file, removed at the next open: an object is either recorded whole or
 not at all, and a recorded object always has its data.
 
+Disk full: an ENOSPC / EDQUOT from the file system or SQLite's "database or disk is full" refuses
+the put with ResourceExhausted (nothing of it is kept) and marks the store full until a put
+succeeds or a delete frees space; `state()` says so, for GetStatus.
+
 Keys are immutable: putting an existing key again with the same bytes is a retried put and
 returns the stored object (no second outbox entry); with other bytes it is AlreadyExists and the
 first object stays. Nothing a user stored is ever replaced or dropped behind their back.
@@ -19,11 +23,14 @@ first object stays. Nothing a user stored is ever replaced or dropped behind the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import hmac
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -32,12 +39,35 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from skyhaul.contract.blobs import validate_blob_name, validate_content_type, validate_metadata
+from skyhaul.contract.blobs import show_value, validate_blob_name, validate_content_type, validate_metadata
 from skyhaul.mdc.outbox import Outbox, OutboxEntry, validate_priority
 from skyhaul.runtime.durable import DirectoryLock, clear_directory, fsync_dir, make_dirs_durably
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+FULL_ADVICE = (
+    "delete synced objects (`skyhaul rm KEY`), set a retention policy (scenario data center "
+    "`retention: {max_age_s, max_bytes}`) or free space on that disk, then put again"
+)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT from the file system, or SQLite's way of saying the same."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreState:
+    full: bool
+    message: str
+    used_bytes: int
+    capacity_bytes: int | None
+    disk_free_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +106,7 @@ class ObjectStore:
         self._objects_dir = self._root / "objects"
         self._lock = threading.Lock()
         self._open_puts: weakref.WeakSet[PutHandle] = weakref.WeakSet()
+        self._disk_full: str | None = None  # the error of the last put that met a full disk
         try:
             self._tmp_dir.mkdir(exist_ok=True)
             self._objects_dir.mkdir(exist_ok=True)
@@ -137,6 +168,44 @@ class ObjectStore:
         with self._lock:
             return self._stored_bytes + sum(handle.bytes_written for handle in self._open_puts)
 
+    def stored_bytes(self) -> int:
+        """Bytes of stored objects (puts in progress not counted)."""
+        with self._lock:
+            return self._stored_bytes
+
+    def state(self) -> StoreState:
+        """Whether a put can be accepted now, and why not."""
+        used = self.used_bytes()
+        try:
+            stat = os.statvfs(self._root)
+            free = stat.f_bavail * stat.f_frsize
+        except OSError:
+            free = 0
+        message = ""
+        if self._disk_full is not None:
+            message = f"the disk under {self._root} is full ({self._disk_full}); {FULL_ADVICE}"
+        elif self._capacity is not None and used >= self._capacity:
+            message = f"the store's capacity is used up ({used} of {self._capacity} bytes); {FULL_ADVICE}"
+        return StoreState(bool(message), message, used, self._capacity, free)
+
+    def _note_disk_full(self, exc: BaseException, key: str) -> ResourceExhausted:
+        self._disk_full = f"{type(exc).__name__}: {exc}"
+        log.error("object store %s: disk full while storing %s: %s", self._root, show_value(key), exc)
+        return ResourceExhausted(
+            f"the data center's disk is full: object {show_value(key)} was not stored ({exc.strerror if isinstance(exc, OSError) else exc}); "
+            f"{FULL_ADVICE}"
+        )
+
+    @contextlib.contextmanager
+    def _disk_errors(self, key: str):
+        """Turn a full disk into ResourceExhausted (the caller's cleanup still runs)."""
+        try:
+            yield
+        except (OSError, sqlite3.OperationalError) as exc:
+            if is_disk_full(exc):
+                raise self._note_disk_full(exc, key) from exc
+            raise
+
     # ----------------------------------------------------------------- puts
 
     def begin_put(
@@ -154,9 +223,10 @@ class ObjectStore:
         validate_priority(priority)
         metadata = validate_metadata(metadata)
         content_type = validate_content_type(content_type)
-        handle = PutHandle(
-            self, key, priority, metadata, content_type, self._tmp_dir / f"{uuid.uuid4().hex}.part"
-        )
+        with self._disk_errors(key):
+            handle = PutHandle(
+                self, key, priority, metadata, content_type, self._tmp_dir / f"{uuid.uuid4().hex}.part"
+            )
         with self._lock:
             self._open_puts.add(handle)
         return handle
@@ -169,7 +239,7 @@ class ObjectStore:
             if used + length > self._capacity:
                 raise FailedPrecondition(
                     f"the data center store is full ({used} of {self._capacity} bytes used); "
-                    f"object {handle.key!r} needs more. Wait for the backlog to sync and delete synced objects"
+                    f"object {show_value(handle.key)} needs more. Wait for the backlog to sync, then {FULL_ADVICE}"
                 )
 
     def _record(self, handle: PutHandle, tmp: Path, size: int, sha256_hex: str) -> StoredObject:
@@ -201,6 +271,7 @@ class ObjectStore:
             self._open_puts.discard(handle)
             if created:
                 self._stored_bytes += size
+            self._disk_full = None  # a put went through: the disk takes writes again
         if not created:
             final.unlink()  # a retried put: the first copy is the one recorded
         return StoredObject(
@@ -228,7 +299,7 @@ class ObjectStore:
             try:
                 return open(path, "rb")
             except FileNotFoundError:
-                raise NotFound(f"object {key!r} has no data file at {path}") from None
+                raise NotFound(f"object {show_value(key)} has no data file at {path}") from None
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length) of the object, cut at its end (one block for the uploader)."""
@@ -239,22 +310,39 @@ class ObjectStore:
             f.seek(offset)
             return f.read(length)
 
-    def delete(self, key: str) -> None:
-        """Remove a synced object from the data center. Unsynced objects are refused (FailedPrecondition)."""
+    def delete(self, key: str, *, force: bool = False, reason: str = "deleted") -> OutboxEntry:
+        """Remove an object from the data center; returns its entry as it was.
+
+        A synced object stays in the region (the outbox remembers it for reconciliation). An
+        unsynced one is refused (FailedPrecondition) unless `force` accepts losing it.
+        """
         with self._lock:
             file_id = self._outbox.file_id(key)
-            entry = self._outbox.remove(key)
+            entry = self._outbox.remove(key, force=force, reason=reason)
             self._stored_bytes -= entry.size
+            self._disk_full = None  # space was freed: let the next put try
         # A crash before this unlink leaves an unreferenced file: removed at the next open.
         self._data_path(file_id).unlink(missing_ok=True)
+        if entry.state != "synced":
+            log.warning(
+                "object %s deleted before it synced (%s, forced): its data is gone",
+                show_value(key),
+                entry.state,
+                extra={"skyhaul.key": key},
+            )
+        return entry
 
     def _data_path(self, file_id: str) -> Path:
         return self._objects_dir / file_id[:2] / file_id
 
 
 def _discard_temp(file: BinaryIO, path: Path) -> None:
-    file.close()
-    path.unlink(missing_ok=True)
+    try:
+        file.close()  # flushes what is buffered: may fail on a full disk, the file goes anyway
+    except OSError:
+        pass
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class PutHandle:
@@ -291,7 +379,7 @@ class PutHandle:
 
     def _require_open(self) -> None:
         if self._state != "open":
-            raise FailedPrecondition(f"the put of {self.key!r} is already {self._state}")
+            raise FailedPrecondition(f"the put of {show_value(self.key)} is already {self._state}")
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk. Memory stays bounded: chunks go straight to the temp file."""
@@ -299,7 +387,12 @@ class PutHandle:
         if not isinstance(chunk, bytes | bytearray | memoryview):
             raise InvalidArgument(f"a chunk must be bytes, got {type(chunk).__name__}")
         self._store._reserve(self, len(chunk))
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise self._store._note_disk_full(exc, self.key) from exc
+            raise
         self._digest.update(chunk)
         self._size += len(chunk)
 
@@ -315,18 +408,24 @@ class PutHandle:
         ):
             raise InvalidArgument("expected sha256 must be 32 raw bytes")
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise self._store._note_disk_full(exc, self.key) from exc
+                raise
             sha256_hex = self._digest.hexdigest()
             if expected_sha256 is not None and not hmac.compare_digest(
                 sha256_hex, bytes(expected_sha256).hex()
             ):
                 raise InvalidArgument(
-                    f"object {self.key!r}: sha256 of the {self._size} bytes received is {sha256_hex}, the request "
+                    f"object {show_value(self.key)}: sha256 of the {self._size} bytes received is {sha256_hex}, the request "
                     f"expects {bytes(expected_sha256).hex()}; nothing was stored, send it again"
                 )
-            stored = self._store._record(self, self._tmp, self._size, sha256_hex)
+            with self._store._disk_errors(self.key):
+                stored = self._store._record(self, self._tmp, self._size, sha256_hex)
         except BaseException:
             self._state = "aborted"
             self._store._forget(self)

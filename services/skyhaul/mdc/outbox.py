@@ -16,9 +16,15 @@ these, so an upload interrupted by an outage, a restart or a kill -9 resumes fro
 unconfirmed block. Block ids are deterministic (`block_id_for`), so the same block gets the same id
 in every attempt and the region's uncommitted block list can be matched against it.
 
+Released objects: a synced object removed from the data center's disk (by DeleteObject or the
+retention policy) leaves a row in `released` (key, size, sha256, etag), so reconciliation can
+still tell whether the region keeps it, and report it as lost if not. Putting the key again
+supersedes that row.
+
 Schema versions (PRAGMA user_version): 1 kept an object's content type inside its metadata JSON
-under `CONTENT_TYPE_METADATA_KEY`; 2 gives it a column. Opening a version-1 database moves every
-such content type into the column in one transaction (all rows or none), so nothing is lost.
+under `CONTENT_TYPE_METADATA_KEY`; 2 gives it a column; 3 adds the `released` table. Opening a
+version-1 database moves every such content type into the column in one transaction (all rows or
+none), so nothing is lost; opening a version 1 or 2 database adds the table.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any, NamedTuple
 
 from skyhaul.contract.blobs import (
     MAX_BLOCK_BYTES,
+    show_value,
     validate_blob_name,
     validate_block_id,
     validate_content_type,
@@ -51,7 +58,7 @@ MAX_BATCH = 10_000
 MAX_LIST = 10_000
 MAX_BLOCK_INDEX = 99_999_999
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 # Where schema version 1 kept the content type, inside the metadata. Still refused as a user
 # metadata key by the servicer, so a put is accepted or refused exactly as before.
 CONTENT_TYPE_METADATA_KEY = "skyhaul_content_type"
@@ -77,6 +84,7 @@ CREATE TABLE IF NOT EXISTS objects (
     failure_reason  TEXT
 );
 CREATE INDEX IF NOT EXISTS objects_queue ON objects (state, priority_rank, created_unix, seq);
+CREATE INDEX IF NOT EXISTS objects_synced ON objects (state, synced_unix, seq);
 CREATE TABLE IF NOT EXISTS staged_blocks (
     key         TEXT NOT NULL REFERENCES objects (key) ON DELETE CASCADE,
     block_index INTEGER NOT NULL,
@@ -85,6 +93,40 @@ CREATE TABLE IF NOT EXISTS staged_blocks (
     PRIMARY KEY (key, block_index)
 ) WITHOUT ROWID;
 """
+
+# Schema 3: synced objects whose bytes left this disk, kept so reconciliation can still check them.
+_RELEASED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS released (
+    key           TEXT PRIMARY KEY,
+    size          INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    etag          TEXT,
+    synced_unix   REAL,
+    released_unix REAL NOT NULL,
+    reason        TEXT NOT NULL,                        -- 'deleted' or 'retention'
+    lost_unix     REAL,                                 -- the region was found without it
+    lost_reason   TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_synced ON objects (state, synced_unix, seq);
+"""
+
+
+class ReleasedObject(NamedTuple):
+    key: str
+    size: int
+    sha256_hex: str
+    etag: str | None
+    synced_unix: float | None
+    released_unix: float
+    reason: str
+    lost_unix: float | None
+    lost_reason: str | None
+
+
+class ReleaseTotals(NamedTuple):
+    objects: int
+    bytes: int
+    lost: int
 
 
 def block_id_for(sha256_hex: str, index: int) -> str:
@@ -210,7 +252,7 @@ class Outbox:
             self._db.execute("PRAGMA busy_timeout=5000")
             with self._write() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, 1, _SCHEMA_VERSION):
+                if version not in (0, 1, 2, _SCHEMA_VERSION):
                     raise FailedPrecondition(
                         f"outbox {self._path} has schema version {version}; this build reads {_SCHEMA_VERSION}"
                     )
@@ -221,6 +263,10 @@ class Outbox:
                             db.execute(statement)
                 elif version == 1:
                     _move_content_type_to_its_column(db)
+                if version < 3:
+                    for statement in _RELEASED_SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 # A process that died mid-upload left rows 'uploading'; they resume from their progress.
                 db.execute("UPDATE objects SET state = 'pending' WHERE state = 'uploading'")
@@ -252,7 +298,7 @@ class Outbox:
     def _row(db: sqlite3.Connection, key: str) -> OutboxEntry:
         row = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
         if row is None:
-            raise NotFound(f"object {key!r} is not in the outbox")
+            raise NotFound(f"object {show_value(key)} is not in the outbox")
         return _entry(row)
 
     # ----------------------------------------------------------------- adding objects
@@ -283,9 +329,10 @@ class Outbox:
                 if tuple(existing) == (size, sha256_hex):
                     return self._row(db, key), False
                 raise AlreadyExists(
-                    f"object {key!r} is already stored with other content (sha256 {existing[1]}); "
+                    f"object {show_value(key)} is already stored with other content (sha256 {existing[1]}); "
                     "objects are immutable, put the new data under a new key"
                 )
+            db.execute("DELETE FROM released WHERE key = ?", (key,))  # the new object supersedes it
             db.execute(
                 "INSERT INTO objects (key, file_id, size, sha256, priority, priority_rank, created_unix, metadata,"
                 " content_type, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
@@ -303,16 +350,99 @@ class Outbox:
             )
             return self._row(db, key), True
 
-    def remove(self, key: str) -> OutboxEntry:
-        """Forget a synced object (its data is safe in the region). Anything else: FailedPrecondition."""
+    def remove(self, key: str, *, force: bool = False, reason: str = "deleted") -> OutboxEntry:
+        """Forget an object. A synced one (its data is safe in the region) is remembered in `released`.
+
+        Anything not synced is refused with FailedPrecondition unless `force` (its data is lost).
+        """
         with self._write() as db:
             entry = self._row(db, key)
-            if entry.state != "synced":
+            if entry.state != "synced" and not force:
                 raise FailedPrecondition(
-                    f"object {key!r} is {entry.state}, not synced; removing it now would lose its data"
+                    f"object {show_value(key)} is {entry.state}, not synced yet: deleting it now would lose its "
+                    "data. Wait for it to sync (`skyhaul objects`), or delete it anyway with force "
+                    "(`skyhaul rm --force`) if losing it is acceptable"
                 )
             db.execute("DELETE FROM objects WHERE key = ?", (key,))
+            if entry.state == "synced":
+                db.execute(
+                    "INSERT OR REPLACE INTO released (key, size, sha256, etag, synced_unix, released_unix, reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        entry.size,
+                        entry.sha256_hex,
+                        entry.etag,
+                        entry.synced_unix,
+                        float(self._clock()),
+                        reason,
+                    ),
+                )
             return entry
+
+    # ----------------------------------------------------------------- retention and reconciliation
+
+    def synced_oldest_first(self, limit: int, synced_before: float | None = None) -> list[OutboxEntry]:
+        """Synced objects, oldest sync first (the retention policy's eviction order)."""
+        _validate_count(limit, "limit", MAX_LIST)
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM objects WHERE state = 'synced'"
+        params: list[Any] = []
+        if synced_before is not None:
+            sql += " AND synced_unix < ?"
+            params.append(synced_before)
+        sql += " ORDER BY synced_unix, seq LIMIT ?"
+        params.append(limit)
+        return [_entry(row) for row in self._read(sql, tuple(params))]
+
+    def synced_entries(self, synced_by: float) -> list[tuple[str, int, str]]:
+        """(key, size, sha256) of every object synced at or before `synced_by`."""
+        return [
+            (key, size, sha)
+            for key, size, sha in self._read(
+                "SELECT key, size, sha256 FROM objects WHERE state = 'synced' AND synced_unix <= ?",
+                (synced_by,),
+            )
+        ]
+
+    def released_entries(self) -> list[ReleasedObject]:
+        return [
+            ReleasedObject(*row)
+            for row in self._read(
+                "SELECT key, size, sha256, etag, synced_unix, released_unix, reason, lost_unix, lost_reason"
+                " FROM released ORDER BY key"
+            )
+        ]
+
+    def release_totals(self) -> ReleaseTotals:
+        objects, size, lost = self._read(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(lost_unix) FROM released"
+        )[0]
+        return ReleaseTotals(objects, size, lost)
+
+    def requeue_lost_in_region(self, key: str, sha256_hex: str, reason: str) -> OutboxEntry | None:
+        """The region lost this synced object: upload it again from the start. None if it changed meanwhile."""
+        with self._write() as db:
+            row = db.execute("SELECT state, sha256 FROM objects WHERE key = ?", (key,)).fetchone()
+            if row is None or tuple(row) != ("synced", sha256_hex):
+                return None
+            db.execute("DELETE FROM staged_blocks WHERE key = ?", (key,))
+            db.execute(
+                "UPDATE objects SET state = 'pending', synced_unix = NULL, etag = NULL, bytes_confirmed = 0,"
+                " block_size = NULL, failure_reason = ? WHERE key = ?",
+                (reason, key),
+            )
+            return self._row(db, key)
+
+    def mark_released_lost(self, key: str, reason: str | None) -> None:
+        """Record (reason) or clear (None) that the region no longer holds this released object."""
+        with self._write() as db:
+            if reason is None:
+                db.execute("UPDATE released SET lost_unix = NULL, lost_reason = NULL WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "UPDATE released SET lost_unix = COALESCE(lost_unix, ?), lost_reason = ? WHERE key = ?",
+                    (float(self._clock()), reason, key),
+                )
 
     # ----------------------------------------------------------------- reads
 
@@ -323,7 +453,7 @@ class Outbox:
     def file_id(self, key: str) -> str:
         rows = self._read("SELECT file_id FROM objects WHERE key = ?", (key,))
         if not rows:
-            raise NotFound(f"object {key!r} is not in the outbox")
+            raise NotFound(f"object {show_value(key)} is not in the outbox")
         return rows[0][0]
 
     def referenced_file_ids(self) -> set[str]:
@@ -422,9 +552,11 @@ class Outbox:
         with self._write() as db:
             entry = self._row(db, key)
             if entry.state == "synced":
-                raise FailedPrecondition(f"object {key!r} is already synced (etag {entry.etag})")
+                raise FailedPrecondition(f"object {show_value(key)} is already synced (etag {entry.etag})")
             if entry.state == "failed":
-                raise FailedPrecondition(f"object {key!r} failed ({entry.failure_reason}); requeue it first")
+                raise FailedPrecondition(
+                    f"object {show_value(key)} failed ({entry.failure_reason}); requeue it first"
+                )
             db.execute(
                 "UPDATE objects SET state = 'uploading', attempts = attempts + 1,"
                 " block_size = COALESCE(block_size, ?) WHERE key = ?",
@@ -446,20 +578,20 @@ class Outbox:
             entry = self._row(db, key)
             if entry.state != "uploading":
                 raise FailedPrecondition(
-                    f"object {key!r} is {entry.state}, not uploading; call start_upload first"
+                    f"object {show_value(key)} is {entry.state}, not uploading; call start_upload first"
                 )
             block_size = entry.block_size
             assert block_size is not None  # start_upload sets it
             if not 0 < offset_end <= entry.size or (offset_end % block_size and offset_end != entry.size):
                 raise InvalidArgument(
-                    f"offset_end {offset_end} of object {key!r} ({entry.size} bytes) is not the end of a "
+                    f"offset_end {offset_end} of object {show_value(key)} ({entry.size} bytes) is not the end of a "
                     f"{block_size}-byte block"
                 )
             index = (offset_end - 1) // block_size
             expected_id = block_id_for(entry.sha256_hex, index)
             if block_id != expected_id:
                 raise InvalidArgument(
-                    f"block id {block_id!r} is not the id of block {index} of object {key!r}; expected {expected_id!r}"
+                    f"block id {block_id!r} is not the id of block {index} of object {show_value(key)}; expected {expected_id!r}"
                 )
             db.execute(
                 "INSERT OR REPLACE INTO staged_blocks (key, block_index, block_id, offset_end) VALUES (?, ?, ?, ?)",
@@ -480,7 +612,7 @@ class Outbox:
         with self._write() as db:
             entry = self._row(db, key)
             if entry.state == "synced":
-                raise FailedPrecondition(f"object {key!r} is already synced")
+                raise FailedPrecondition(f"object {show_value(key)} is already synced")
             db.execute("DELETE FROM staged_blocks WHERE key = ?", (key,))
             db.execute("UPDATE objects SET bytes_confirmed = 0, block_size = NULL WHERE key = ?", (key,))
             return self._progress(db, key)
@@ -508,7 +640,7 @@ class Outbox:
         with self._write() as db:
             entry = self._row(db, key)
             if entry.state == "synced":
-                raise FailedPrecondition(f"object {key!r} is already synced; it cannot fail")
+                raise FailedPrecondition(f"object {show_value(key)} is already synced; it cannot fail")
             db.execute("UPDATE objects SET state = 'failed', failure_reason = ? WHERE key = ?", (reason, key))
             return self._row(db, key)
 
@@ -518,7 +650,7 @@ class Outbox:
             entry = self._row(db, key)
             if entry.state not in ("failed", "pending"):
                 raise FailedPrecondition(
-                    f"object {key!r} is {entry.state}; only failed objects can be requeued"
+                    f"object {show_value(key)} is {entry.state}; only failed objects can be requeued"
                 )
             db.execute("UPDATE objects SET state = 'pending', failure_reason = NULL WHERE key = ?", (key,))
             return self._row(db, key)

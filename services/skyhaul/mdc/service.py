@@ -7,7 +7,14 @@ Pieces (all started by `MdcApp.start`):
 - the link watcher (`mdc.link`), following this data center's link events on Redis;
 - the sync worker (`mdc.sync`), uploading the outbox to the home region through
   `SKYHAUL_REGION_ADDR` (in a deployment, the terminal's relay port);
-- the synthetic workload (`mdc.workload`), started from the scenario, changed by SetWorkload.
+- the synthetic workload (`mdc.workload`), started from the scenario, changed by SetWorkload;
+- retention and reconciliation (`mdc.retention`): synced objects leave the disk by the policy
+  (oldest synced first, unsynced never); the region's copy of every synced object is checked now
+  and then, and re-uploaded or reported when it is gone.
+
+Health: a full disk does not make the service NOT_SERVING (that would take it out of a
+Service's endpoints and block the very reads and deletes that free space); GetStatus.store says
+whether puts are accepted and what to do (docs/retention.md).
 
 Ready means the local store is open and Redis answers. The region being unreachable is an outage
 the data center rides out, not a sign the service is unhealthy.
@@ -29,15 +36,25 @@ import numpy as np
 from google.protobuf import duration_pb2
 from opentelemetry import trace
 
-from skyhaul.contract.blobs import validate_container_name
+from skyhaul.contract import bounds
+from skyhaul.contract.blobs import MAX_BLOB_NAME_CHARS, validate_blob_name, validate_container_name
 from skyhaul.mdc.link import LinkWatcher
 from skyhaul.mdc.objectstore import ObjectStore, StoredObject
 from skyhaul.mdc.outbox import CONTENT_TYPE_METADATA_KEY, MAX_LIST, OutboxEntry
+from skyhaul.mdc.retention import (
+    RETENTION_CHECK_S,
+    Reconciler,
+    ReconcileReport,
+    RegionCheck,
+    RetentionPolicy,
+    apply_retention,
+    reconcile_interval,
+)
 from skyhaul.mdc.sync import SyncConfig, SyncWorker
 from skyhaul.mdc.workload import Workload, WorkloadGenerator
 from skyhaul.runtime.bus import redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, SkyhaulError
 from skyhaul.runtime.link_follower import LinkFollower
 from skyhaul.runtime.scenario import DataCenterSpec
 from skyhaul.runtime.server import ServiceApp, service_full_name
@@ -95,6 +112,17 @@ def object_info(entry: OutboxEntry) -> mdc_pb2.ObjectInfo:
     if entry.synced_unix is not None:
         info.synced_at.CopyFrom(to_timestamp(entry.synced_unix))
     return info
+
+
+def report_message(report: ReconcileReport) -> mdc_pb2.ReconcileReport:
+    return mdc_pb2.ReconcileReport(
+        finished_at=to_timestamp(report.finished_unix),
+        objects_checked=report.checked,
+        objects_reuploading=report.reuploading,
+        objects_lost=report.lost,
+        lost_keys=report.lost_keys,
+        error=report.error,
+    )
 
 
 def workload_message(workload: Workload) -> mdc_pb2.WorkloadSpec:
@@ -205,6 +233,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
 
     async def GetObject(self, request, context) -> AsyncIterator[mdc_pb2.GetObjectResponse]:
         store = self._app.require_store()
+        bounds.check_name(request.key, "key", max_chars=MAX_BLOB_NAME_CHARS)
         trace.get_current_span().set_attribute("skyhaul.key", request.key)
         entry = await asyncio.to_thread(store.get, request.key)
         source = await asyncio.to_thread(store.open_object, request.key)
@@ -230,6 +259,8 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         if request.state not in STATE_NAMES and request.state != mdc_pb2.SYNC_STATE_UNSPECIFIED:
             raise InvalidArgument(f"state {request.state} is not a SyncState")
         state = STATE_NAMES.get(request.state)
+        bounds.check_name(request.prefix, "prefix", max_chars=MAX_BLOB_NAME_CHARS)
+        bounds.check_name(request.page_token, "page_token", max_chars=MAX_BLOB_NAME_CHARS)
         ask = min(wanted + 1, MAX_LIST)
         found = await asyncio.to_thread(
             store.outbox.list_entries, request.prefix, state, ask, request.page_token
@@ -243,8 +274,11 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
     async def GetStatus(self, request, context):
         app = self._app
         store = app.require_store()
-        backlog, totals = await asyncio.gather(
-            asyncio.to_thread(store.outbox.backlog), asyncio.to_thread(store.outbox.totals)
+        backlog, totals, released, store_state = await asyncio.gather(
+            asyncio.to_thread(store.outbox.backlog),
+            asyncio.to_thread(store.outbox.totals),
+            asyncio.to_thread(store.outbox.release_totals),
+            asyncio.to_thread(store.state),
         )
         now = app.clock.now()
         link = app.link.view
@@ -271,7 +305,22 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             ),
             sync_paused=not link.up,
             workload=workload_message(app.workload.workload if app.workload else Workload()),
+            store=mdc_pb2.StoreStatus(
+                state=mdc_pb2.STORE_STATE_FULL if store_state.full else mdc_pb2.STORE_STATE_OK,
+                message=store_state.message,
+                used_bytes=store_state.used_bytes,
+                capacity_bytes=store_state.capacity_bytes or 0,
+                disk_free_bytes=store_state.disk_free_bytes,
+                retention=mdc_pb2.RetentionPolicy(max_bytes=app.retention.max_bytes or 0),
+                objects_released=released.objects,
+                bytes_released=released.bytes,
+                objects_lost=released.lost,
+            ),
         )
+        if app.retention.max_age_s is not None:
+            response.store.retention.max_age.FromNanoseconds(int(app.retention.max_age_s * 1e9))
+        if app.reconciler is not None and app.reconciler.last is not None:
+            response.last_reconcile.CopyFrom(report_message(app.reconciler.last))
         if link.since_unix is not None:
             response.link.since.CopyFrom(to_timestamp(link.since_unix))
         if backlog.oldest_created_unix is not None:
@@ -287,10 +336,11 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             raise FailedPrecondition("the data center is not started yet; retry in a moment")
         spec = request.workload
         current = app.workload.workload
+        bounds.check_name(spec.key_prefix, "workload.key_prefix", max_chars=MAX_BLOB_NAME_CHARS)
         workload = Workload(
             objects_per_batch=spec.objects_per_batch,
             object_size_bytes=spec.object_size_bytes or current.object_size_bytes,
-            interval_s=spec.interval.ToNanoseconds() / 1e9
+            interval_s=bounds.check_duration(spec.interval, "workload.interval", maximum_s=86_400.0)
             if spec.HasField("interval")
             else current.interval_s,
             priority=priority_name(spec.priority),
@@ -300,6 +350,28 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         await app.workload.set(workload)
         log.info("workload set", extra={"skyhaul.workload": str(workload)})
         return mdc_pb2.SetWorkloadResponse(workload=workload_message(workload))
+
+    async def DeleteObject(self, request, context):
+        store = self._app.require_store()
+        validate_blob_name(request.key, "object key")
+        trace.get_current_span().set_attribute("skyhaul.key", request.key)
+        entry = await asyncio.to_thread(store.delete, request.key, force=request.force)
+        log.info(
+            "object deleted from the data center (%s)",
+            "synced: the region keeps it"
+            if entry.state == "synced"
+            else f"{entry.state}, forced: its data is gone",
+            extra={"skyhaul.key": request.key},
+        )
+        return mdc_pb2.DeleteObjectResponse(object=object_info(entry))
+
+    async def Reconcile(self, request, context):
+        app = self._app
+        app.require_store()
+        if app.reconciler is None:
+            raise FailedPrecondition("the data center is not started yet; retry in a moment")
+        report = await app.reconciler.run()
+        return mdc_pb2.ReconcileResponse(report=report_message(report))
 
 
 def _write_all(handle, chunks: list[bytes]) -> None:
@@ -320,6 +392,8 @@ class MdcApp(ServiceApp):
         *,
         sync_config: SyncConfig | None = None,
         store_dir: Path | None = None,
+        retention: RetentionPolicy | None = None,
+        reconcile_interval_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -341,6 +415,13 @@ class MdcApp(ServiceApp):
         )
         self.worker: SyncWorker | None = None
         self.workload: WorkloadGenerator | None = None
+        self.reconciler: Reconciler | None = None
+        self.retention = (
+            retention if retention is not None else RetentionPolicy.from_spec(self.spec.retention)
+        )
+        self.reconcile_interval_s = (
+            reconcile_interval_s if reconcile_interval_s is not None else reconcile_interval()
+        )
         self._tasks: list[asyncio.Task] = []
 
     def require_store(self) -> ObjectStore:
@@ -369,10 +450,27 @@ class MdcApp(ServiceApp):
         self.workload = WorkloadGenerator(
             self.store, self.spec.id, speed=self.settings.scenario.speed, on_put=self.object_added
         )
+        worker = self.worker
+        self.reconciler = Reconciler(
+            self.store,
+            self.sync_config.container,
+            self.link,
+            lambda: worker.region,
+            self.clock.now,
+            on_requeued=lambda: worker.notify("bulk"),
+        )
         self._tasks = [
             asyncio.create_task(self.link.run(), name="link events"),
             asyncio.create_task(self.worker.run(), name="sync worker"),
         ]
+        if self.retention.active:
+            self._tasks.append(asyncio.create_task(self._enforce_retention(), name="retention"))
+        if self.reconcile_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.reconciler.run_periodically(self.reconcile_interval_s), name="reconcile"
+                )
+            )
         w = self.spec.workload
         await self.workload.set(Workload(w.objects, w.size_bytes, w.interval_s, w.priority, w.key_prefix))
         log.info(
@@ -383,6 +481,24 @@ class MdcApp(ServiceApp):
                 "skyhaul.data_dir": str(self.store_dir),
             },
         )
+
+    async def _enforce_retention(self) -> None:
+        log.info("retention policy: %s", self.retention)
+        worker = self.worker
+        assert worker is not None
+        verify = RegionCheck(
+            asyncio.get_running_loop(), self.sync_config.container, self.link, lambda: worker.region
+        )
+        while True:
+            store = self.store
+            if store is not None:
+                try:
+                    await asyncio.to_thread(apply_retention, store, self.retention, self.clock.now(), verify)
+                except (SkyhaulError, OSError) as exc:  # a busy or failing disk: try again next round
+                    log.warning("retention: %s", exc)
+                except Exception:  # noqa: BLE001 - retention must outlive any one failure
+                    log.exception("retention: failed; trying again in %.0f s", RETENTION_CHECK_S)
+            await asyncio.sleep(RETENTION_CHECK_S)
 
     async def stop(self) -> None:
         if self.workload is not None:

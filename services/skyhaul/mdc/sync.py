@@ -47,6 +47,7 @@ from collections.abc import Callable
 import grpc
 from opentelemetry import trace
 
+from skyhaul.contract.blobs import show_value
 from skyhaul.mdc.link import LinkWatcher
 from skyhaul.mdc.objectstore import ObjectStore
 from skyhaul.mdc.outbox import PRIORITIES, OutboxEntry, UploadProgress, block_id_for
@@ -256,6 +257,11 @@ class SyncWorker:
         self._stub: region_pb2_grpc.CloudRegionServiceStub | None = None
         link.on_change(self._link_changed)
 
+    @property
+    def region(self) -> region_pb2_grpc.CloudRegionServiceStub | None:
+        """The stub on the one channel to the region (None until `run` opened it)."""
+        return self._stub
+
     # ----------------------------------------------------------------- signals
 
     def notify(self, priority: str) -> None:
@@ -437,7 +443,7 @@ class SyncWorker:
             log.info("sync: %s was already committed in the region (etag %s)", entry.key, props.etag)
             return True
         raise PermanentSyncError(
-            f"the region already holds a different blob {entry.key!r} in container {self.config.container!r} "
+            f"the region already holds a different blob {show_value(entry.key)} in container {self.config.container!r} "
             f"(sha256 {props.sha256_hex}, this object has {entry.sha256_hex}); another data center may use the "
             "same key: delete that blob in the region or put the object under another key"
         )
@@ -501,7 +507,7 @@ class SyncWorker:
                     data, digest = await asyncio.to_thread(self._read_block, entry.key, offset, length)
                     if len(data) != length:
                         raise PermanentSyncError(
-                            f"the local data of {entry.key!r} is shorter than its recorded {entry.size} bytes"
+                            f"the local data of {show_value(entry.key)} is shorter than its recorded {entry.size} bytes"
                         )
                     self.stats.wire_bytes += length
                     await self._call(
@@ -555,7 +561,7 @@ class SyncWorker:
         committed = reply.properties
         if committed.sha256_hex != entry.sha256_hex or committed.size != entry.size:
             raise _RestartObject(
-                f"the region committed {entry.key!r} as {committed.size} bytes with sha256 {committed.sha256_hex}, "
+                f"the region committed {show_value(entry.key)} as {committed.size} bytes with sha256 {committed.sha256_hex}, "
                 f"expected {entry.size} bytes with {entry.sha256_hex}"
             )
         await asyncio.to_thread(self.outbox.mark_synced, entry.key, committed.etag)

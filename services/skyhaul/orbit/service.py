@@ -7,18 +7,17 @@ off the event loop when it is big, and packs the results.
 from __future__ import annotations
 
 import asyncio
-import math
 
 import grpc
 import numpy as np
 from opentelemetry import trace
 
+from skyhaul.contract import bounds
 from skyhaul.contract.orbit_codec import (
     elements_to_proto,
     pass_to_proto,
     satellites_to_proto,
     to_bytes,
-    window_bounds,
 )
 from skyhaul.core.frames import ecef_to_geodetic
 from skyhaul.core.geometry import look_angles
@@ -37,15 +36,13 @@ DEFAULT_MAX_PASSES = 10_000
 INLINE_SAT_STEPS = 20_000  # smaller jobs run on the event loop: a thread hop costs more than they do
 
 
+MAX_STREAM_STEP_S = 86_400.0
+
+
 def check_observer(point: common_pb2.GeoPoint, what: str = "observer") -> tuple[float, float, float]:
-    lat, lon, alt = point.latitude_deg, point.longitude_deg, point.altitude_m
-    if not all(map(math.isfinite, (lat, lon, alt))):
-        raise InvalidArgument(f"{what}: coordinates must be finite numbers")
-    if not -90.0 <= lat <= 90.0:
-        raise InvalidArgument(f"{what}.latitude_deg {lat:g} is outside [-90, 90]")
-    if not -180.0 <= lon <= 180.0:
-        raise InvalidArgument(f"{what}.longitude_deg {lon:g} is outside [-180, 180]")
-    return lat, lon, alt / 1000.0
+    """(lat, lon, alt_km) of an observer inside the contract's bounds (see contract.bounds)."""
+    lat, lon, alt_m = bounds.check_geo_point(point, what)
+    return lat, lon, alt_m / 1000.0
 
 
 def positions_frame(
@@ -83,9 +80,10 @@ class OrbitServicer(orbit_pb2_grpc.OrbitServiceServicer):
         self.clock = clock
 
     def _time(self, request, field: str = "at") -> float:
-        return self.clock.resolve(getattr(request, field), request.HasField(field))
+        return bounds.resolve_time(request, field, self.clock.now)
 
     def _constellation(self, name: str) -> Constellation:
+        bounds.check_name(name, "constellation")
         constellation = self.catalog.get(name)
         span = trace.get_current_span()
         span.set_attribute("skyhaul.constellation", constellation.name)
@@ -119,9 +117,9 @@ class OrbitServicer(orbit_pb2_grpc.OrbitServiceServicer):
 
     async def StreamPositions(self, request, context):
         c = self._constellation(request.constellation)
-        step = request.step.seconds + request.step.nanos * 1e-9
-        if step <= 0:
-            raise InvalidArgument("step must be > 0 (e.g. 1 s)")
+        step = bounds.check_duration(
+            request.step, "step", maximum_s=MAX_STREAM_STEP_S, exclusive_minimum=True
+        )
         if request.count <= 0:
             raise InvalidArgument("count must be > 0: the number of frames to send")
         if request.count > MAX_STREAM_FRAMES or request.count * c.elements.size > MAX_STREAM_SAT_STEPS:
@@ -130,6 +128,9 @@ class OrbitServicer(orbit_pb2_grpc.OrbitServiceServicer):
                 f"(at most {MAX_STREAM_FRAMES} frames and {MAX_STREAM_SAT_STEPS:.0e} satellite-steps): split the window"
             )
         start = self._time(request, "start")
+        bounds.check_unix(
+            start + (request.count - 1) * step, "the stream's last frame (start + (count - 1) * step)"
+        )
         fields = request.fields
         for k in range(request.count):
             t = start + k * step
@@ -142,8 +143,7 @@ class OrbitServicer(orbit_pb2_grpc.OrbitServiceServicer):
     async def GetLookAngles(self, request, context):
         c = self._constellation(request.constellation)
         lat, lon, alt_km = check_observer(request.observer)
-        if not -90.0 <= request.min_elevation_deg <= 90.0:
-            raise InvalidArgument(f"min_elevation_deg {request.min_elevation_deg:g} is outside [-90, 90]")
+        bounds.check_angle(request.min_elevation_deg, "min_elevation_deg", -90.0, 90.0)
         t = self._time(request)
 
         def compute():
@@ -165,18 +165,20 @@ class OrbitServicer(orbit_pb2_grpc.OrbitServiceServicer):
     async def ListPasses(self, request, context):
         c = self._constellation(request.constellation)
         lat, lon, alt_km = check_observer(request.observer)
-        start, end = window_bounds(request.window, self.clock.now(), 86_400.0)
-        if end <= start:
-            raise InvalidArgument("window.end must be after window.start")
-        if end - start > MAX_PASS_WINDOW_S:
-            raise InvalidArgument(
-                f"window of {(end - start) / 86400:.1f} days is longer than the {MAX_PASS_WINDOW_S // 86400} allowed"
+        start, end = bounds.check_window(request.window, self.clock.now(), 86_400.0, MAX_PASS_WINDOW_S)
+        bounds.check_angle(request.min_elevation_deg, "min_elevation_deg", -90.0, 90.0)
+        indices = (
+            bounds.check_indices(request.satellite_indices, "satellite_indices", c.elements.size) or None
+        )
+        min_duration = bounds.check_duration(
+            request.min_duration, "min_duration", maximum_s=MAX_PASS_WINDOW_S
+        )
+        limit = (
+            bounds.check_count(
+                request.max_passes, "max_passes", 1, DEFAULT_MAX_PASSES, zero_means=f"{DEFAULT_MAX_PASSES}"
             )
-        indices = list(request.satellite_indices) or None
-        if indices and (min(indices) < 0 or max(indices) >= c.elements.size):
-            raise InvalidArgument(f"satellite_indices must be in [0, {c.elements.size - 1}]")
-        min_duration = request.min_duration.seconds + request.min_duration.nanos * 1e-9
-        limit = request.max_passes or DEFAULT_MAX_PASSES
+            or DEFAULT_MAX_PASSES
+        )
 
         def compute():
             with as_invalid_argument():

@@ -53,10 +53,10 @@ from typing import BinaryIO
 
 from skyhaul.contract.blobs import (
     MAX_BLOCK_BYTES,
-    MAX_BLOCKS_PER_BLOB,
     show_value,
     validate_blob_name,
     validate_block_id,
+    validate_block_list,
     validate_container_name,
     validate_content_type,
     validate_metadata,
@@ -299,7 +299,7 @@ class BlobStore:
     def _require_blob(self, container: str, blob: str) -> _Committed:
         record = self._require_container(container).blobs.get(blob)
         if record is None:
-            raise NotFound(f"blob {blob!r} does not exist in container {container!r}")
+            raise NotFound(f"blob {show_value(blob)} does not exist in container {container!r}")
         return record
 
     def _staged_blocks(self, container: str, blob: str, epoch: int) -> dict[str, tuple[Path, int]]:
@@ -323,7 +323,7 @@ class BlobStore:
             if name in self._index:
                 if exist_ok:
                     return False
-                raise AlreadyExists(f"container {name!r} already exists")
+                raise AlreadyExists(f"container {show_value(name)} already exists")
             # Built in tmp/ and renamed into place: a crash leaves either nothing or a whole container.
             staging = self._new_temp_path("container")
             os.mkdir(staging)
@@ -348,7 +348,7 @@ class BlobStore:
             index = self._require_container(name)
             if index.names:
                 raise FailedPrecondition(
-                    f"container {name!r} still holds {len(index.names)} blob(s); delete them first"
+                    f"container {show_value(name)} still holds {len(index.names)} blob(s); delete them first"
                 )
             trash = self._trash_dir / uuid.uuid4().hex
             os.rename(self._container_dir(name), trash)
@@ -385,14 +385,14 @@ class BlobStore:
             actual = hashlib.md5(data, usedforsecurity=False).digest()
             if not hmac.compare_digest(actual, expected_md5):
                 raise InvalidArgument(
-                    f"block {block_id!r} of {blob!r}: md5 of the data is {actual.hex()}, the request says "
+                    f"block {block_id!r} of {show_value(blob)}: md5 of the data is {actual.hex()}, the request says "
                     f"{expected_md5.hex()}; the block was corrupted on the way, send it again"
                 )
         if expected_sha256 is not None:
             actual = hashlib.sha256(data).digest()
             if not hmac.compare_digest(actual, expected_sha256):
                 raise InvalidArgument(
-                    f"block {block_id!r} of {blob!r}: sha256 of the data is {actual.hex()}, the request says "
+                    f"block {block_id!r} of {show_value(blob)}: sha256 of the data is {actual.hex()}, the request says "
                     f"{expected_sha256.hex()}; the block was corrupted on the way, send it again"
                 )
         with self._lock:
@@ -407,7 +407,18 @@ class BlobStore:
             with self._blob_lock(container, blob), self._lock:
                 self._require_container(container)
                 record = self._index[container].blobs.get(blob)
-                staging = self._blob_dir(container, blob) / "staging" / str(record.epoch if record else 0)
+                epoch = record.epoch if record else 0
+                others = self._staged_blocks(container, blob, epoch)
+                # Azure's rule: every block id of a blob has one length (checked here, before the
+                # block joins the others, so a commit never meets a mixed list it could not use).
+                mismatch = next((b for b in others if len(b) != len(block_id)), None)
+                if mismatch is not None:
+                    raise InvalidArgument(
+                        f"block id {show_value(block_id)} has {len(block_id)} characters but blob "
+                        f"{show_value(blob)} already has staged block {show_value(mismatch)} of {len(mismatch)}; "
+                        "every block id of a blob must have the same length"
+                    )
+                staging = self._blob_dir(container, blob) / "staging" / str(epoch)
                 replace_durably(tmp, staging / block_id.encode().hex())
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -452,13 +463,7 @@ class BlobStore:
         """
         validate_container_name(container)
         validate_blob_name(blob)
-        if isinstance(block_ids, str | bytes) or not isinstance(block_ids, Sequence):
-            raise InvalidArgument("block list must be a list of block ids")
-        block_ids = [validate_block_id(block_id) for block_id in block_ids]
-        if len(block_ids) > MAX_BLOCKS_PER_BLOB:
-            raise InvalidArgument(
-                f"block list has {len(block_ids)} blocks; the limit is {MAX_BLOCKS_PER_BLOB}"
-            )
+        block_ids = validate_block_list(block_ids)
         expected = _validate_digest(expected_sha256, 32, "expected sha256")
         metadata = validate_metadata(metadata)
         content_type = validate_content_type(content_type)
@@ -478,7 +483,7 @@ class BlobStore:
                 shown = ", ".join(repr(b) for b in missing[:5])
                 more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
                 raise InvalidArgument(
-                    f"cannot commit {blob!r}: block(s) {shown}{more} are neither staged nor committed; "
+                    f"cannot commit {show_value(blob)}: block(s) {shown}{more} are neither staged nor committed; "
                     "stage them first (nothing was changed)"
                 )
             if (
@@ -498,7 +503,7 @@ class BlobStore:
             try:
                 if expected is not None and sha256_hex != expected.hex():
                     raise InvalidArgument(
-                        f"cannot commit {blob!r}: the blocks assemble to sha256 {sha256_hex}, the request expects "
+                        f"cannot commit {show_value(blob)}: the blocks assemble to sha256 {sha256_hex}, the request expects "
                         f"{expected.hex()}; re-stage the blocks that changed (nothing was committed)"
                     )
                 block_list = [(b, staged[b][1] if b in staged else committed_at[b][1]) for b in block_ids]
@@ -555,7 +560,7 @@ class BlobStore:
     ) -> BlobProperties:
         if expected is not None and current.props.sha256_hex != expected.hex():
             raise InvalidArgument(
-                f"cannot commit {blob!r}: the blocks assemble to sha256 {current.props.sha256_hex}, the request "
+                f"cannot commit {show_value(blob)}: the blocks assemble to sha256 {current.props.sha256_hex}, the request "
                 f"expects {expected.hex()} (nothing was committed)"
             )
         # Azure semantics: a successful commit discards uncommitted blocks, even a no-op one.
@@ -595,7 +600,7 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
             # Only a concurrent delete_container can remove staged files while we hold the blob lock.
             raise NotFound(
-                f"container {container!r} was deleted while {blob!r} was being committed"
+                f"container {container!r} was deleted while {show_value(blob)} was being committed"
             ) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -648,7 +653,9 @@ class BlobStore:
             record = self._require_blob(container, blob)
             size = record.props.size
             if offset > size:
-                raise InvalidArgument(f"offset {offset} is beyond the end of blob {blob!r} ({size} bytes)")
+                raise InvalidArgument(
+                    f"offset {offset} is beyond the end of blob {show_value(blob)} ({size} bytes)"
+                )
             # Opened under the lock: a commit or delete unlinks the old file only after taking it.
             source = open(self._blob_dir(container, blob) / "data" / record.version, "rb")
         end = size if length is None else min(size, offset + length)
@@ -695,7 +702,7 @@ class BlobStore:
                 index = self._require_container(container)
                 blob_dir = self._blob_dir(container, blob)
                 if blob not in index.blobs and not blob_dir.exists():
-                    raise NotFound(f"blob {blob!r} does not exist in container {container!r}")
+                    raise NotFound(f"blob {show_value(blob)} does not exist in container {container!r}")
                 # One rename takes the pointer, data and staged blocks away together.
                 trash = self._trash_dir / uuid.uuid4().hex
                 os.rename(blob_dir, trash)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 import threading
 import time
@@ -21,9 +22,11 @@ from pathlib import Path
 import grpc
 from opentelemetry import trace
 
+from skyhaul.contract import bounds
+from skyhaul.contract.blobs import MAX_BLOB_NAME_CHARS, show_value
 from skyhaul.region.blobstore import MAX_LIST_RESULTS, READ_CHUNK_BYTES, BlobProperties, BlobStore
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings
 from skyhaul.v1 import common_pb2, region_pb2, region_pb2_grpc
@@ -53,6 +56,19 @@ def _annotate(container: str, blob: str | None = None) -> None:
     span.set_attribute("skyhaul.container", container)
     if blob is not None:
         span.set_attribute("skyhaul.blob", blob)
+
+
+async def _write(fn, *args):
+    """A store call that writes, off the event loop; a full disk is RESOURCE_EXHAUSTED, not INTERNAL."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted(
+                f"the region's disk is full ({exc.strerror}); nothing of this request was kept. Delete blobs "
+                "or containers, or free space on the region's disk, then retry"
+            ) from exc
+        raise
 
 
 def _list_size(max_results: int) -> int:
@@ -91,7 +107,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
     async def CreateContainer(self, request, context):
         self._count("CreateContainer")
         _annotate(request.container)
-        created = await asyncio.to_thread(self._store.create_container, request.container, request.exist_ok)
+        created = await _write(self._store.create_container, request.container, request.exist_ok)
         return region_pb2.CreateContainerResponse(created=created)
 
     async def ListContainers(self, request, context):
@@ -109,7 +125,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
     async def StageBlock(self, request, context):
         self._count("StageBlock")
         _annotate(request.container, request.blob)
-        size = await asyncio.to_thread(self._stage, request)
+        size = await _write(self._stage, request)
         return region_pb2.StageBlockResponse(size=size)
 
     def _stage(self, request: region_pb2.StageBlockRequest) -> int:
@@ -141,7 +157,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
     async def CommitBlockList(self, request, context):
         self._count("CommitBlockList")
         _annotate(request.container, request.blob)
-        props = await asyncio.to_thread(
+        props = await _write(
             self._store.commit_block_list,
             request.container,
             request.blob,
@@ -188,6 +204,8 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
         self._count("ListBlobs")
         _annotate(request.container)
         wanted = _list_size(request.max_results)
+        bounds.check_name(request.prefix, "prefix", max_chars=MAX_BLOB_NAME_CHARS)
+        bounds.check_name(request.page_token, "page_token", max_chars=MAX_BLOB_NAME_CHARS)
         # One more than asked says whether another page exists (the store caps a page at its maximum).
         ask = min(wanted + 1, MAX_LIST_RESULTS)
         found = await asyncio.to_thread(
@@ -214,6 +232,7 @@ class RegionServicer(region_pb2_grpc.CloudRegionServiceServicer):
             region_id=self._app.settings.region_id,
         )
         if request.HasField("sent_at"):
+            bounds.check_timestamp(request.sent_at, "sent_at")
             response.sent_at.CopyFrom(request.sent_at)
         return response
 
@@ -241,7 +260,7 @@ def _open_blob(
         if after.etag == before.etag:
             return before, chunks
         _close_iterator(chunks)
-    raise FailedPrecondition(f"blob {blob!r} keeps changing while being read; retry the read")
+    raise FailedPrecondition(f"blob {show_value(blob)} keeps changing while being read; retry the read")
 
 
 def _close_iterator(chunks: Iterator[bytes]) -> None:

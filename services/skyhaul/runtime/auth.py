@@ -69,6 +69,8 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "ListObjects": R,
         "GetStatus": R,
         "SetWorkload": M,
+        "DeleteObject": M,
+        "Reconcile": M,  # may re-upload objects the region lost
     },
     "skyhaul.v1.CloudRegionService": {
         "GetRegion": R,

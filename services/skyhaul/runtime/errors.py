@@ -5,9 +5,22 @@ Messages are for a person: say what was wrong and what to do about it.
 
 from __future__ import annotations
 
+# Whatever a message echoes, it stays short enough for a status line (values themselves are cut
+# to 200 characters where they are quoted: contract.bounds.shown).
+MAX_MESSAGE_CHARS = 2000
+
 
 class SkyhaulError(Exception):
     """Base of every domain error."""
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        if isinstance(message, str) and len(message) > MAX_MESSAGE_CHARS:
+            # Keep the head (what was wrong) and the tail (what to do about it).
+            cut = len(message) - MAX_MESSAGE_CHARS
+            message = (
+                f"{message[:1200]} [... {cut} characters cut ...] {message[-(MAX_MESSAGE_CHARS - 1250) :]}"
+            )
+        super().__init__(message, *args)
 
 
 class InvalidArgument(SkyhaulError):
@@ -28,6 +41,10 @@ class FailedPrecondition(SkyhaulError):
 
 class Unavailable(SkyhaulError):
     """A dependency (Redis, a peer service) cannot be reached; retrying later may work."""
+
+
+class ResourceExhausted(SkyhaulError):
+    """Out of a resource (disk, a limit per client); freeing it or waiting may help. Say which and how."""
 
 
 class Aborted(SkyhaulError):

@@ -144,6 +144,14 @@ class SyncSpec:
 
 
 @dataclass(frozen=True)
+class RetentionSpec:
+    """How long synced objects stay on the data center's disk (None = no limit); see docs/retention.md."""
+
+    max_age_s: float | None = None  # emulated seconds since the object synced
+    max_bytes: int | None = None  # all stored objects together; the oldest synced go first
+
+
+@dataclass(frozen=True)
 class DataCenterSpec:
     id: str
     home_region: str
@@ -154,6 +162,7 @@ class DataCenterSpec:
     sync: SyncSpec
     storage_bytes: int = 100 * 2**30
     forwards: tuple[str, ...] = ()  # "LOCALPORT=HOST:PORT": the user's own TCP apps behind the terminal
+    retention: RetentionSpec = RetentionSpec()
 
     @property
     def start_location(self) -> GeoSpec:
@@ -454,6 +463,20 @@ def _build_schema() -> dict[str, Any]:
             ),
             "storage_bytes": _integer(
                 "local store capacity", DataCenterSpec.storage_bytes, minimum=1, maximum=2**62
+            ),
+            "retention": _mapping(
+                "keep synced objects at the data center for a time or up to a size, oldest synced "
+                "evicted first, never an unsynced one (docs/retention.md)",
+                {
+                    "max_age_s": _number(
+                        "emulated seconds a synced object stays after it synced",
+                        above=0,
+                        maximum=10 * 365 * 86_400,
+                    ),
+                    "max_bytes": _integer(
+                        "bytes all objects may take before synced ones go", minimum=1, maximum=2**62
+                    ),
+                },
             ),
             "forwards": _list(
                 "your own TCP applications behind the terminal: LOCALPORT=HOST:PORT, relayed from "
@@ -808,8 +831,22 @@ def _data_center(
                 f"{path}.forwards[{i}]: {_show(item)} is not LOCALPORT=HOST:PORT (ports 1-65535)"
             )
         forwards.append(item)
+    r = data.get("retention", {})
+    retention = RetentionSpec(
+        max_age_s=float(r["max_age_s"]) if "max_age_s" in r else None,
+        max_bytes=int(r["max_bytes"]) if "max_bytes" in r else None,
+    )
     return DataCenterSpec(
-        data["id"], home, location, tuple(track), terminal, workload, sync, storage, tuple(forwards)
+        data["id"],
+        home,
+        location,
+        tuple(track),
+        terminal,
+        workload,
+        sync,
+        storage,
+        tuple(forwards),
+        retention,
     )
 
 

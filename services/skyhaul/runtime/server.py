@@ -47,6 +47,7 @@ _STATUS = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Aborted: grpc.StatusCode.ABORTED,
     limits.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

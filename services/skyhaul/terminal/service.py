@@ -19,6 +19,7 @@ from collections.abc import Callable
 import grpc
 from opentelemetry import trace
 
+from skyhaul.contract import bounds
 from skyhaul.runtime.clock import EmulationClock, to_timestamp, to_unix
 from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
 from skyhaul.runtime.eventloop import new_event_loop
@@ -33,6 +34,8 @@ from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+
+MAX_OVERRIDE_S = 30 * 86_400.0  # longer experiments set no duration (until cleared)
 
 # The relay needs timers more precise than the default loop's; `skyhaul serve terminal` uses this.
 LOOP_FACTORY = new_event_loop
@@ -238,9 +241,8 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
         )
 
     async def SetOverrides(self, request, context):
-        duration = _seconds(request.duration) or None
-        if duration is not None and duration < 0:
-            raise InvalidArgument("duration must be >= 0 (0 = until cleared)")
+        # Bounded (contract.bounds): a well-formed Duration of at most 30 days; 0 = until cleared.
+        duration = bounds.check_duration(request.duration, "duration", maximum_s=MAX_OVERRIDE_S) or None
         if request.HasField("extra_delay_ms") and not (
             math.isfinite(request.extra_delay_ms) and 0 <= request.extra_delay_ms <= 60_000
         ):

@@ -68,6 +68,29 @@ SYNC_STATE_FAILED: SyncState.ValueType  # 4
 """permanent error; see ObjectInfo.error"""
 Global___SyncState: _TypeAlias = SyncState  # noqa: Y015
 
+class _StoreState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StoreStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StoreState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STORE_STATE_UNSPECIFIED: _StoreState.ValueType  # 0
+    STORE_STATE_OK: _StoreState.ValueType  # 1
+    STORE_STATE_FULL: _StoreState.ValueType  # 2
+    """Puts are refused (RESOURCE_EXHAUSTED: the disk is full; FAILED_PRECONDITION: the store's
+    capacity is used up). Reads, deletes and sync go on; see `message` for what to do.
+    """
+
+class StoreState(_StoreState, metaclass=_StoreStateEnumTypeWrapper): ...
+
+STORE_STATE_UNSPECIFIED: StoreState.ValueType  # 0
+STORE_STATE_OK: StoreState.ValueType  # 1
+STORE_STATE_FULL: StoreState.ValueType  # 2
+"""Puts are refused (RESOURCE_EXHAUSTED: the disk is full; FAILED_PRECONDITION: the store's
+capacity is used up). Reads, deletes and sync go on; see `message` for what to do.
+"""
+Global___StoreState: _TypeAlias = StoreState  # noqa: Y015
+
 @_typing.final
 class GetInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -522,6 +545,8 @@ class GetStatusResponse(_message.Message):
     TOTALS_FIELD_NUMBER: _builtins.int
     SYNC_PAUSED_FIELD_NUMBER: _builtins.int
     WORKLOAD_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
+    LAST_RECONCILE_FIELD_NUMBER: _builtins.int
     data_center_id: _builtins.str
     sync_paused: _builtins.bool
     """link down"""
@@ -535,6 +560,12 @@ class GetStatusResponse(_message.Message):
     def totals(self) -> Global___SyncTotals: ...
     @_builtins.property
     def workload(self) -> Global___WorkloadSpec: ...
+    @_builtins.property
+    def store(self) -> Global___StoreStatus: ...
+    @_builtins.property
+    def last_reconcile(self) -> Global___ReconcileReport:
+        """unset until the first reconciliation"""
+
     def __init__(
         self,
         *,
@@ -545,14 +576,216 @@ class GetStatusResponse(_message.Message):
         totals: Global___SyncTotals | None = ...,
         sync_paused: _builtins.bool = ...,
         workload: Global___WorkloadSpec | None = ...,
+        store: Global___StoreStatus | None = ...,
+        last_reconcile: Global___ReconcileReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backlog", b"backlog", "emulated_time", b"emulated_time", "link", b"link", "totals", b"totals", "workload", b"workload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backlog", b"backlog", "emulated_time", b"emulated_time", "last_reconcile", b"last_reconcile", "link", b"link", "store", b"store", "totals", b"totals", "workload", b"workload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backlog", b"backlog", "data_center_id", b"data_center_id", "emulated_time", b"emulated_time", "link", b"link", "sync_paused", b"sync_paused", "totals", b"totals", "workload", b"workload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backlog", b"backlog", "data_center_id", b"data_center_id", "emulated_time", b"emulated_time", "last_reconcile", b"last_reconcile", "link", b"link", "store", b"store", "sync_paused", b"sync_paused", "totals", b"totals", "workload", b"workload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class RetentionPolicy(_message.Message):
+    """Keep synced objects for a time or up to a size; the oldest synced go first, unsynced never."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_AGE_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    max_bytes: _builtins.int
+    """all stored objects together; 0 = no limit"""
+    @_builtins.property
+    def max_age(self) -> _duration_pb2.Duration:
+        """since the object synced (emulated time); unset = forever"""
+
+    def __init__(
+        self,
+        *,
+        max_age: _duration_pb2.Duration | None = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_age", b"max_age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_age", b"max_age", "max_bytes", b"max_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionPolicy: _TypeAlias = RetentionPolicy  # noqa: Y015
+
+@_typing.final
+class StoreStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    CAPACITY_BYTES_FIELD_NUMBER: _builtins.int
+    DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    OBJECTS_RELEASED_FIELD_NUMBER: _builtins.int
+    BYTES_RELEASED_FIELD_NUMBER: _builtins.int
+    OBJECTS_LOST_FIELD_NUMBER: _builtins.int
+    state: Global___StoreState.ValueType
+    message: _builtins.str
+    """why it is full and what to do; empty when OK"""
+    used_bytes: _builtins.int
+    capacity_bytes: _builtins.int
+    disk_free_bytes: _builtins.int
+    """of the file system under the store"""
+    objects_released: _builtins.int
+    """synced objects removed from this disk (retention or DeleteObject)"""
+    bytes_released: _builtins.int
+    objects_lost: _builtins.int
+    """released here, then found missing or changed in the region"""
+    @_builtins.property
+    def retention(self) -> Global___RetentionPolicy: ...
+    def __init__(
+        self,
+        *,
+        state: Global___StoreState.ValueType = ...,
+        message: _builtins.str = ...,
+        used_bytes: _builtins.int = ...,
+        capacity_bytes: _builtins.int = ...,
+        disk_free_bytes: _builtins.int = ...,
+        retention: Global___RetentionPolicy | None = ...,
+        objects_released: _builtins.int = ...,
+        bytes_released: _builtins.int = ...,
+        objects_lost: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_released", b"bytes_released", "capacity_bytes", b"capacity_bytes", "disk_free_bytes", b"disk_free_bytes", "message", b"message", "objects_lost", b"objects_lost", "objects_released", b"objects_released", "retention", b"retention", "state", b"state", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreStatus: _TypeAlias = StoreStatus  # noqa: Y015
+
+@_typing.final
+class ReconcileReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    OBJECTS_CHECKED_FIELD_NUMBER: _builtins.int
+    OBJECTS_REUPLOADING_FIELD_NUMBER: _builtins.int
+    OBJECTS_LOST_FIELD_NUMBER: _builtins.int
+    LOST_KEYS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    objects_checked: _builtins.int
+    """synced here or released, compared with the region"""
+    objects_reuploading: _builtins.int
+    """lost by the region, queued again from local bytes"""
+    objects_lost: _builtins.int
+    """lost by the region with no local bytes left"""
+    error: _builtins.str
+    """why the check could not run (e.g. region unreachable)"""
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """emulated time"""
+
+    @_builtins.property
+    def lost_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the first 100 of them"""
+
+    def __init__(
+        self,
+        *,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        objects_checked: _builtins.int = ...,
+        objects_reuploading: _builtins.int = ...,
+        objects_lost: _builtins.int = ...,
+        lost_keys: _abc.Iterable[_builtins.str] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "lost_keys", b"lost_keys", "objects_checked", b"objects_checked", "objects_lost", b"objects_lost", "objects_reuploading", b"objects_reuploading"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileReport: _TypeAlias = ReconcileReport  # noqa: Y015
+
+@_typing.final
+class DeleteObjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    force: _builtins.bool
+    """also delete an object that is not synced yet: its data is lost"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteObjectRequest: _TypeAlias = DeleteObjectRequest  # noqa: Y015
+
+@_typing.final
+class DeleteObjectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def object(self) -> Global___ObjectInfo:
+        """as it was when deleted"""
+
+    def __init__(
+        self,
+        *,
+        object: Global___ObjectInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteObjectResponse: _TypeAlias = DeleteObjectResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___ReconcileReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___ReconcileReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015
 
 @_typing.final
 class WorkloadSpec(_message.Message):

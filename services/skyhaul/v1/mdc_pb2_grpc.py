@@ -64,6 +64,16 @@ class ModularDataCenterServiceStub:
                 request_serializer=skyhaul_dot_v1_dot_mdc__pb2.SetWorkloadRequest.SerializeToString,
                 response_deserializer=skyhaul_dot_v1_dot_mdc__pb2.SetWorkloadResponse.FromString,
                 _registered_method=True)
+        self.DeleteObject = channel.unary_unary(
+                '/skyhaul.v1.ModularDataCenterService/DeleteObject',
+                request_serializer=skyhaul_dot_v1_dot_mdc__pb2.DeleteObjectRequest.SerializeToString,
+                response_deserializer=skyhaul_dot_v1_dot_mdc__pb2.DeleteObjectResponse.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/skyhaul.v1.ModularDataCenterService/Reconcile',
+                request_serializer=skyhaul_dot_v1_dot_mdc__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=skyhaul_dot_v1_dot_mdc__pb2.ReconcileResponse.FromString,
+                _registered_method=True)
 
 
 class ModularDataCenterServiceServicer:
@@ -109,6 +119,23 @@ class ModularDataCenterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteObject(self, request, context):
+        """Remove an object from the data center's disk. A synced object stays in the region (and is
+        still checked by reconciliation); an object not synced yet is refused with
+        FAILED_PRECONDITION unless `force` says the caller accepts losing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconcile(self, request, context):
+        """Check every synced object against the region now (size and sha256): one the region lost is
+        uploaded again while the data center still has its bytes, else reported as lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModularDataCenterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +168,16 @@ def add_ModularDataCenterServiceServicer_to_server(servicer, server):
                     servicer.SetWorkload,
                     request_deserializer=skyhaul_dot_v1_dot_mdc__pb2.SetWorkloadRequest.FromString,
                     response_serializer=skyhaul_dot_v1_dot_mdc__pb2.SetWorkloadResponse.SerializeToString,
+            ),
+            'DeleteObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObject,
+                    request_deserializer=skyhaul_dot_v1_dot_mdc__pb2.DeleteObjectRequest.FromString,
+                    response_serializer=skyhaul_dot_v1_dot_mdc__pb2.DeleteObjectResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=skyhaul_dot_v1_dot_mdc__pb2.ReconcileRequest.FromString,
+                    response_serializer=skyhaul_dot_v1_dot_mdc__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +342,60 @@ class ModularDataCenterService:
             '/skyhaul.v1.ModularDataCenterService/SetWorkload',
             skyhaul_dot_v1_dot_mdc__pb2.SetWorkloadRequest.SerializeToString,
             skyhaul_dot_v1_dot_mdc__pb2.SetWorkloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyhaul.v1.ModularDataCenterService/DeleteObject',
+            skyhaul_dot_v1_dot_mdc__pb2.DeleteObjectRequest.SerializeToString,
+            skyhaul_dot_v1_dot_mdc__pb2.DeleteObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyhaul.v1.ModularDataCenterService/Reconcile',
+            skyhaul_dot_v1_dot_mdc__pb2.ReconcileRequest.SerializeToString,
+            skyhaul_dot_v1_dot_mdc__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,

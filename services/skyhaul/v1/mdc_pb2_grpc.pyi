@@ -42,6 +42,15 @@ class ModularDataCenterServiceStub:
     """Link, backlog, throughput, totals."""
     SetWorkload: _grpc.UnaryUnaryMultiCallable[_mdc_pb2.SetWorkloadRequest, _mdc_pb2.SetWorkloadResponse]
     """Start (or replace) the synthetic sensor workload; a zero count stops it."""
+    DeleteObject: _grpc.UnaryUnaryMultiCallable[_mdc_pb2.DeleteObjectRequest, _mdc_pb2.DeleteObjectResponse]
+    """Remove an object from the data center's disk. A synced object stays in the region (and is
+    still checked by reconciliation); an object not synced yet is refused with
+    FAILED_PRECONDITION unless `force` says the caller accepts losing it.
+    """
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_mdc_pb2.ReconcileRequest, _mdc_pb2.ReconcileResponse]
+    """Check every synced object against the region now (size and sha256): one the region lost is
+    uploaded again while the data center still has its bytes, else reported as lost.
+    """
 
 @_typing.type_check_only
 class ModularDataCenterServiceAsyncStub(ModularDataCenterServiceStub):
@@ -57,6 +66,15 @@ class ModularDataCenterServiceAsyncStub(ModularDataCenterServiceStub):
     """Link, backlog, throughput, totals."""
     SetWorkload: _aio.UnaryUnaryMultiCallable[_mdc_pb2.SetWorkloadRequest, _mdc_pb2.SetWorkloadResponse]  # type: ignore[assignment]
     """Start (or replace) the synthetic sensor workload; a zero count stops it."""
+    DeleteObject: _aio.UnaryUnaryMultiCallable[_mdc_pb2.DeleteObjectRequest, _mdc_pb2.DeleteObjectResponse]  # type: ignore[assignment]
+    """Remove an object from the data center's disk. A synced object stays in the region (and is
+    still checked by reconciliation); an object not synced yet is refused with
+    FAILED_PRECONDITION unless `force` says the caller accepts losing it.
+    """
+    Reconcile: _aio.UnaryUnaryMultiCallable[_mdc_pb2.ReconcileRequest, _mdc_pb2.ReconcileResponse]  # type: ignore[assignment]
+    """Check every synced object against the region now (size and sha256): one the region lost is
+    uploaded again while the data center still has its bytes, else reported as lost.
+    """
 
 class ModularDataCenterServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -105,5 +123,26 @@ class ModularDataCenterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_mdc_pb2.SetWorkloadResponse, _abc.Awaitable[_mdc_pb2.SetWorkloadResponse]]:
         """Start (or replace) the synthetic sensor workload; a zero count stops it."""
+
+    @_abc_1.abstractmethod
+    def DeleteObject(
+        self,
+        request: _mdc_pb2.DeleteObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mdc_pb2.DeleteObjectResponse, _abc.Awaitable[_mdc_pb2.DeleteObjectResponse]]:
+        """Remove an object from the data center's disk. A synced object stays in the region (and is
+        still checked by reconciliation); an object not synced yet is refused with
+        FAILED_PRECONDITION unless `force` says the caller accepts losing it.
+        """
+
+    @_abc_1.abstractmethod
+    def Reconcile(
+        self,
+        request: _mdc_pb2.ReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mdc_pb2.ReconcileResponse, _abc.Awaitable[_mdc_pb2.ReconcileResponse]]:
+        """Check every synced object against the region now (size and sha256): one the region lost is
+        uploaded again while the data center still has its bytes, else reported as lost.
+        """
 
 def add_ModularDataCenterServiceServicer_to_server(servicer: ModularDataCenterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
