@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync bench-packet clean
+.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync bench-packet chaos clean
 
 # .venv from requirements.lock with uv (a few times faster than pip; the version pinned in the
 # lock), falling back to pip when uv cannot install. Both show their progress.
@@ -90,6 +90,9 @@ bench-sync: $(STAMP)
 	$(BIN)/python bench/sync.py
 bench-packet: $(STAMP)  ## packet data plane (root: namespaces, TUN; needs iperf3, ping)
 	$(BIN)/python bench/packet.py
+
+chaos: $(STAMP) ## chaos soak: faults under a put load, then every acknowledged object checked (root: disk-full faults)
+	PYTHONPATH=$(abspath services):$(abspath tests) $(BIN)/python -m support.chaos $(if $(DURATION),--duration $(DURATION)) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
