@@ -77,6 +77,7 @@ class SoakConfig:
     stop_s: tuple[float, float] = (10.0, 30.0)
     disk_full_s: tuple[float, float] = (8.0, 20.0)
     outage_s: tuple[float, float] = (5.0, 20.0)
+    overlap: float = 0.4  # chance that a kill -9 lands while a timed fault (stop, disk, outage) holds
     recover_timeout_s: float = 120.0
     drain_timeout_s: float = 600.0
     disk_mb: int = 1024
@@ -372,6 +373,7 @@ class FaultDriver:
         self.kills: dict[str, list[float]] = collections.defaultdict(list)  # label -> monotonic kill times
         self.faults: list[Fault] = []
         self.started = time.monotonic()
+        self.overlapped: list[Fault] = []  # kills that landed inside another fault, judged with it
         self.stopped_pid: int | None = None  # a SIGSTOPped process, to be continued whatever happens
 
     def kinds(self) -> list[str]:
@@ -404,14 +406,18 @@ class FaultDriver:
                 await self.inject(fault)
                 recovered = await self.recovered(fault)
                 fault.survived = fault.survived and recovered
+                for kill in self.overlapped:
+                    kill.survived = kill.survived and recovered
+                    self._print(kill)
+                self.overlapped.clear()
             except Exception as exc:  # a fault the harness could not even apply is reported as such
                 fault.survived = False
                 fault.note = f"{type(exc).__name__}: {exc}"[:200]
-            print(
-                f"chaos: {fault.at_s:6.1f} s  {fault.kind:<28} "
-                f"{'survived' if fault.survived else 'NOT SURVIVED'}  {fault.note}",
-                flush=True,
-            )
+            self._print(fault)
+
+    def _print(self, fault: Fault) -> None:
+        verdict = "survived" if fault.survived else "NOT SURVIVED"
+        print(f"chaos: {fault.at_s:6.1f} s  {fault.kind:<28} {verdict}  {fault.note}", flush=True)
 
     async def inject(self, fault: Fault) -> None:
         kind = fault.kind
@@ -443,7 +449,7 @@ class FaultDriver:
             self.stopped_pid = pid
             os.kill(pid, signal.SIGSTOP)
             try:
-                await asyncio.sleep(fault.length_s)
+                await self._hold(fault)
             finally:
                 self.resume()
         elif kind == "disk full":
@@ -453,7 +459,7 @@ class FaultDriver:
             taken = await asyncio.to_thread(self.disk.fill)
             self.load.disk_full = True
             try:
-                await asyncio.sleep(fault.length_s)
+                await self._hold(fault)
             finally:
                 self.load.disk_full = False
                 self.disk.free()
@@ -468,9 +474,27 @@ class FaultDriver:
                     ),
                     timeout=10,
                 )
-            await asyncio.sleep(fault.length_s)
+            await self._hold(fault)
         else:
             raise ValueError(f"unknown fault {kind!r}")
+
+    async def _hold(self, fault: Fault) -> None:
+        """Keep a timed fault in force for its length; sometimes a kill -9 lands in the middle."""
+        if self.rng.random() >= self.config.overlap:
+            await asyncio.sleep(fault.length_s)
+            return
+        label = self.rng.choice([*self.services, "redis"])
+        before = self.rng.uniform(0.2, 0.8) * fault.length_s
+        await asyncio.sleep(before)
+        kill = Fault(f"kill {label}", time.monotonic() - self.started, note=f"(during {fault.kind})")
+        self.faults.append(kill)
+        kill.survived = True
+        try:
+            await self._kill(kill, label)
+        except Exception as exc:  # noqa: BLE001 - reported, the outer fault goes on
+            kill.survived, kill.note = False, f"{kill.note} {type(exc).__name__}: {exc}"[:200]
+        self.overlapped.append(kill)
+        await asyncio.sleep(max(0.0, fault.length_s - before))
 
     async def _kill(self, fault: Fault, label: str) -> None:
         if not self._budget_left(label):
@@ -709,9 +733,7 @@ async def soak(config: SoakConfig) -> SoakResult:
     if load is not None and load.full_answers:
         wrong = {code: n for code, n in load.full_answers.items() if code not in OK_WHILE_FULL | {"OK"}}
         if wrong:
-            problems.append(
-                f"puts while the disk was full answered {wrong} (expected RESOURCE_EXHAUSTED/UNAVAILABLE)"
-            )
+            problems.append(f"{DISK_FULL_ANSWER} {wrong} (expected RESOURCE_EXHAUSTED or UNAVAILABLE)")
     return SoakResult(
         faults=faults,
         acknowledged=len(load.acknowledged) if load else 0,
