@@ -83,7 +83,9 @@ class SoakConfig:
     disk_mb: int = 1024
     fill_disk: bool = True  # needs root (tmpfs); off otherwise
     restart_delay_s: float = 0.5
-    max_restarts: int = 5
+    # Redis dies twice a round (kill, back empty): above `skyhaul up`'s default of 5 in 300 s, so a
+    # 10-minute soak keeps killing it; the driver still stays below this limit.
+    max_restarts: int = 10
     restart_window_s: float = 300.0
 
 
@@ -108,6 +110,7 @@ class SoakResult:
     duration_s: float
     launcher_survived: bool
     left_processes: list[str]
+    seed: int = 0
 
     @property
     def passed(self) -> bool:
@@ -370,6 +373,7 @@ class FaultDriver:
         self.services: dict[str, str] = state["services"]
         self.redis_url: str = state["redis_url"]
         self.terminal = next(label for label in self.services if label.startswith("terminal-"))
+        self.mdc_label = next(label for label, address in self.services.items() if address == load.address)
         self.kills: dict[str, list[float]] = collections.defaultdict(list)  # label -> monotonic kill times
         self.faults: list[Fault] = []
         self.started = time.monotonic()
@@ -484,6 +488,8 @@ class FaultDriver:
             await asyncio.sleep(fault.length_s)
             return
         label = self.rng.choice([*self.services, "redis"])
+        if fault.kind == "disk full":  # the data center restarting on its full disk is the case to have
+            label = self.mdc_label
         before = self.rng.uniform(0.2, 0.8) * fault.length_s
         await asyncio.sleep(before)
         kill = Fault(f"kill {label}", time.monotonic() - self.started, note=f"(during {fault.kind})")
@@ -745,6 +751,7 @@ async def soak(config: SoakConfig) -> SoakResult:
         duration_s=time.monotonic() - started,
         launcher_survived=launcher_survived,
         left_processes=left,
+        seed=config.seed,
     )
 
 
@@ -767,7 +774,7 @@ def report(result: SoakResult) -> str:
     lines.append(
         f"launcher alive until stopped: {result.launcher_survived}; processes left: {len(result.left_processes)}"
     )
-    lines.append(f"duration {result.duration_s:.0f} s")
+    lines.append(f"duration {result.duration_s:.0f} s (seed {result.seed})")
     lines.append("PASSED" if result.passed else "FAILED:\n  " + "\n  ".join(result.problems))
     return "\n".join(lines)
 
