@@ -399,8 +399,8 @@ class FaultDriver:
         queue: list[str] = []
         while time.monotonic() < deadline:
             await asyncio.sleep(self.rng.uniform(self.config.min_gap_s, self.config.max_gap_s))
-            if time.monotonic() >= deadline:
-                break
+            if time.monotonic() >= deadline or self.run.proc.poll() is not None:
+                break  # over, or the run stopped by itself: nothing left to break
             if not queue:
                 queue = self.kinds()
                 self.rng.shuffle(queue)
@@ -716,11 +716,14 @@ async def soak(config: SoakConfig) -> SoakResult:
             await driver.clear()
             load.stop()
             await asyncio.gather(*workers, return_exceptions=True)
-        print(f"chaos: faults over; draining {len(load.acknowledged)} acknowledged objects", flush=True)
-        problems += await drain(state["services"][mdc_label], set(load.acknowledged), config.drain_timeout_s)
-        region_label = next(label for label in state["services"] if label.startswith("region-"))
-        verified, found = await verify_region(state["services"][region_label], container, load)
-        problems += found
+        if run.proc.poll() is None:
+            print(f"chaos: faults over; draining {len(load.acknowledged)} acknowledged objects", flush=True)
+            problems += await drain(
+                state["services"][mdc_label], set(load.acknowledged), config.drain_timeout_s
+            )
+            region_label = next(label for label in state["services"] if label.startswith("region-"))
+            verified, found = await verify_region(state["services"][region_label], container, load)
+            problems += found
         launcher_survived = run.proc.poll() is None
         if not launcher_survived:
             problems.append(f"the run stopped by itself (exit {run.proc.returncode}): {run.log_tail(5)}")
