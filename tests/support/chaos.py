@@ -18,11 +18,14 @@ What happens:
 3. The fault driver, seeded, goes through every kind of fault in a shuffled order, round after
    round, at random gaps: kill -9 of each child (pids re-read from run.json), Redis killed and
    back empty (a marker key must be gone), FLUSHALL, SIGSTOP of one child for 10-30 s, the data
-   center's disk full for a while, a forced terminal outage. A fault is survived when, within a
-   bound, every service is SERVING again, the launcher still runs and a new put is acknowledged.
+   center's disk full for a while, a forced terminal outage. A timed fault sometimes has a kill -9
+   land in its middle (during a disk full: of the data center, or a clean SIGTERM stop). A fault is
+   survived when, within a bound, every service is SERVING again, the launcher still runs and a
+   new put is acknowledged.
 4. At the end: faults stop, the backlog drains (bounded), every acknowledged object must be in
    the region once, whole (sha256 of the properties and of the bytes read back), the launcher must
-   still be running; then it is stopped and no process of the run may be left.
+   still be running and no child may have restarted more often than the soak stopped it; then
+   the run is stopped and no process of it may be left.
 """
 
 from __future__ import annotations
@@ -815,7 +818,12 @@ def report(result: SoakResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds of faults (default 600)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=600.0,
+        help="wall seconds from the start until faults stop (default 600)",
+    )
     parser.add_argument("--seed", type=int, default=2020, help="seeds the faults and the load (default 2020)")
     parser.add_argument("--work-dir", help="default runs/chaos-<time>")
     parser.add_argument("--speed", type=float, default=30.0, help="scenario speed (default 30)")
