@@ -135,6 +135,16 @@ def scenario_file(config: SoakConfig) -> Path:
     return path
 
 
+def auth_metadata(run_dir: Path) -> tuple[tuple[str, str], ...]:
+    """What a state-changing call sends: the run's token once `skyhaul up` writes one
+    (`RUN/token`, the access control of #16); nothing while runs have none."""
+    try:
+        token = (run_dir / "token").read_text().strip()
+    except OSError:
+        return ()
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -279,10 +289,13 @@ class DataCenterDisk:
 class PutLoad:
     """Put workers: objects of mixed sizes; the acknowledged ones are what the region must hold."""
 
-    def __init__(self, config: SoakConfig, mdc_address: str) -> None:
+    def __init__(
+        self, config: SoakConfig, mdc_address: str, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.config = config
         self.rng = random.Random(config.seed * 7919 + 1)
         self.address = mdc_address
+        self.metadata = metadata
         self.planned: dict[str, tuple[int, int]] = {}  # key -> (size, data seed): bytes made again on demand
         self.acknowledged: dict[str, str] = {}  # key -> sha256 hex
         self.retry: collections.deque[str] = collections.deque()
@@ -315,7 +328,7 @@ class PutLoad:
 
         full = self.disk_full
         try:
-            reply = await mdc.PutObject(messages(), timeout=30)
+            reply = await mdc.PutObject(messages(), timeout=30, metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             self.errors[exc.code().name] += 1
             if full and self.disk_full:
@@ -481,6 +494,7 @@ class FaultDriver:
                         forced_outage=True, duration={"seconds": math.ceil(fault.length_s)}
                     ),
                     timeout=10,
+                    metadata=self.load.metadata,
                 )
             await self._hold(fault)
         else:
@@ -578,7 +592,7 @@ class FaultDriver:
         with contextlib.suppress(grpc.aio.AioRpcError):
             async with grpc.aio.insecure_channel(self.services[self.terminal]) as channel:
                 await terminal_pb2_grpc.TerminalServiceStub(channel).ClearOverrides(
-                    terminal_pb2.ClearOverridesRequest(), timeout=10
+                    terminal_pb2.ClearOverridesRequest(), timeout=10, metadata=self.load.metadata
                 )
 
 
@@ -710,7 +724,7 @@ async def soak(config: SoakConfig) -> SoakResult:
             f"chaos: skyhaul up serving in {time.monotonic() - started:.0f} s (run dir {run.run_dir})",
             flush=True,
         )
-        load = PutLoad(config, state["services"][mdc_label])
+        load = PutLoad(config, state["services"][mdc_label], auth_metadata(run.run_dir))
         driver = FaultDriver(config, run, load, disk)
         workers = [asyncio.create_task(load.worker()) for _ in range(config.put_workers)]
         try:
