@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync bench-packet bench-fleet clean
+.PHONY: install test test-fast demo up proto proto-check lint format bench bench-orbit bench-links bench-terminal bench-sync bench-packet bench-fleet report-link-model chaos clean
 
 # .venv from requirements.lock with uv (a few times faster than pip; the version pinned in the
 # lock), falling back to pip when uv cannot install. Both show their progress.
@@ -92,6 +92,9 @@ bench-packet: $(STAMP)  ## packet data plane (root: namespaces, TUN; needs iperf
 	$(BIN)/python bench/packet.py
 bench-fleet: $(STAMP) ## fleet-scale routing: per-destination against per-source, same run
 	$(BIN)/python bench/fleet.py
+
+chaos: $(STAMP) ## chaos soak: faults under a put load, then every acknowledged object checked (root: disk-full faults)
+	PYTHONPATH=$(abspath services):$(abspath tests) $(BIN)/python -m support.chaos $(if $(DURATION),--duration $(DURATION)) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
