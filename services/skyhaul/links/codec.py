@@ -6,6 +6,7 @@ import numpy as np
 from google.protobuf import duration_pb2
 
 from skyhaul.core import routing
+from skyhaul.core.latency import LatencyParams, PathProfile
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.summary import TimelineSummary
 from skyhaul.core.timeline import TimelineChunk
@@ -26,7 +27,11 @@ POLICIES = {
     "least-loaded": links_pb2.ASSIGNMENT_POLICY_LEAST_LOADED,
     "shortest-path": links_pb2.ASSIGNMENT_POLICY_SHORTEST_PATH,
 }
-ISL_MODES = {"none": links_pb2.ISL_MODE_NONE, "+grid": links_pb2.ISL_MODE_PLUS_GRID}
+ISL_MODES = {
+    "none": links_pb2.ISL_MODE_NONE,
+    "+grid": links_pb2.ISL_MODE_PLUS_GRID,
+    "nearest": links_pb2.ISL_MODE_NEAREST,
+}
 
 
 def sat_label(index: int) -> str:
@@ -93,6 +98,55 @@ def route_to_proto(
     return message
 
 
+def terminal_model_to_proto(
+    params: LatencyParams, seed: int, terminal_id: str, laser: bool
+) -> route_pb2.TerminalLinkModel:
+    """The terminal model's parameters for one route (the profile of its path kind)."""
+    profile = params.profile(laser)
+    return route_pb2.TerminalLinkModel(
+        mode=params.mode,
+        seed=int(seed),
+        terminal_id=terminal_id,
+        laser=bool(laser),
+        profile=route_pb2.PathProfile(
+            **{name: float(getattr(profile, name)) for name in PathProfile.__dataclass_fields__}
+        ),
+        slot_interval_s=params.slot_interval_s,
+        slot_offset_s=params.slot_offset_s,
+        jitter_tick_s=params.jitter_tick_s,
+    )
+
+
+def terminal_model_from_proto(message: route_pb2.TerminalLinkModel) -> tuple[LatencyParams, int, str, bool]:
+    """(params, seed, terminal id, laser) back from a route's terminal model (the path kind's profile
+    in both slots: only the one of its kind is used)."""
+    profile = PathProfile(
+        **{name: getattr(message.profile, name) for name in PathProfile.__dataclass_fields__}
+    )
+    params = LatencyParams(
+        mode=message.mode,
+        bent_pipe=profile,
+        laser=profile,
+        slot_interval_s=message.slot_interval_s,
+        slot_offset_s=message.slot_offset_s,
+        jitter_tick_s=message.jitter_tick_s,
+    )
+    return params, int(message.seed), message.terminal_id, bool(message.laser)
+
+
+def replay_to_proto(
+    times: np.ndarray, rtt_ms: np.ndarray, lost: np.ndarray, source: str
+) -> route_pb2.ReplaySamples:
+    message = route_pb2.ReplaySamples(
+        offset_s=(np.asarray(times, dtype=float) - float(times[0])).tolist(),
+        rtt_ms=np.asarray(rtt_ms, dtype=float).tolist(),
+        lost=np.asarray(lost, dtype=bool).tolist(),
+        source=source,
+    )
+    message.samples_start.CopyFrom(to_timestamp(float(times[0])))
+    return message
+
+
 def path_key(route: route_pb2.Route) -> tuple[str, ...]:
     """The nodes a route passes through, to tell a new path from new samples on the same one."""
     if not route.hops:
@@ -123,11 +177,25 @@ def chunk_to_proto(chunk: TimelineChunk, step_s: float) -> links_pb2.RouteTimeli
         capacity_down_mbps=chunk.capacity_down_mbps.tolist(),
         satellite_index=chunk.first_sat.astype(np.int32).tolist(),
         available=np.isfinite(chunk.rtt_ms).tolist(),
+        floor_rtt_ms=(chunk.rtt_ms if chunk.floor_rtt_ms is None else chunk.floor_rtt_ms).tolist(),
+        loss_probability=(
+            np.zeros(chunk.rtt_ms.shape) if chunk.loss_probability is None else chunk.loss_probability
+        ).tolist(),
     )
 
 
-def summary_to_proto(summary: TimelineSummary, compute_seconds: float) -> links_pb2.RoutePredictionSummary:
+def summary_to_proto(
+    summary: TimelineSummary,
+    compute_seconds: float,
+    *,
+    expected_loss: float = 0.0,
+    floor_rtt_p50_ms: float = float("nan"),
+    link_model: str = "propagation",
+) -> links_pb2.RoutePredictionSummary:
     return links_pb2.RoutePredictionSummary(
+        expected_loss=expected_loss,
+        floor_rtt_p50_ms=floor_rtt_p50_ms,
+        link_model=link_model,
         samples=summary.samples,
         availability=summary.availability,
         rtt_min_ms=summary.rtt_ms_min,
@@ -218,4 +286,7 @@ __all__ = [
     "scheduler_to_proto",
     "slot_to_proto",
     "summary_to_proto",
+    "terminal_model_from_proto",
+    "terminal_model_to_proto",
+    "replay_to_proto",
 ]

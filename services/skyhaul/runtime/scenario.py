@@ -11,6 +11,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import yaml
 
 from skyhaul.core.constellations import ShellSpec
 from skyhaul.core.ground import Gateway, Terminal
+from skyhaul.core.gsl import GslRule
+from skyhaul.core.latency import LatencyParams, PathProfile, default_params
 from skyhaul.core.scheduler import ISL_MODES, MODES, POLICIES, SchedulerConfig
 
 
@@ -144,6 +147,9 @@ class DataCenterSpec:
     workload: WorkloadSpec
     sync: SyncSpec
     storage_bytes: int = 100 * 2**30
+    # The data center's link (the ``link_model`` section's per-data-center keys, see below).
+    pop: str | None = None
+    replay: ReplaySpec | None = None
 
     @property
     def start_location(self) -> GeoSpec:
@@ -163,6 +169,7 @@ class Scenario:
     data_centers: tuple[DataCenterSpec, ...]
     source: str = "<built-in>"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    link_model: LinkModelSpec = field(default_factory=lambda: LinkModelSpec())
 
     def region(self, region_id: str) -> RegionSpec:
         for r in self.regions:
@@ -437,7 +444,9 @@ def _region(f: _Fields, masks: GroundMasks) -> RegionSpec:
     return RegionSpec(rid, display or rid, location, tuple(gateways))
 
 
-def _data_center(f: _Fields, masks: GroundMasks, region_ids: set[str]) -> DataCenterSpec:
+def _data_center(
+    f: _Fields, masks: GroundMasks, region_ids: set[str], base_dir: Path | None = None
+) -> DataCenterSpec:
     dcid = _identifier(f)
     home = f.string("home_region", required=True)
     if home not in region_ids:
@@ -486,8 +495,9 @@ def _data_center(f: _Fields, masks: GroundMasks, region_ids: set[str]) -> DataCe
     )
     sf.done()
     storage = f.integer("storage_bytes", DataCenterSpec.storage_bytes, lo=1)
+    pop, replay = _data_center_link(f, base_dir)
     f.done()
-    return DataCenterSpec(dcid, home, location, tuple(track), terminal, workload, sync, storage)
+    return DataCenterSpec(dcid, home, location, tuple(track), terminal, workload, sync, storage, pop, replay)
 
 
 def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = None) -> Scenario:
@@ -509,11 +519,16 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
         raise ScenarioError("regions: at least one region is needed")
     _unique([r.id for r in regions], "regions")
     region_ids = {r.id for r in regions}
-    dcs = [_data_center(_Fields(item, path), masks, region_ids) for path, item in f.items("data_centers")]
+    dcs = [
+        _data_center(_Fields(item, path), masks, region_ids, base_dir)
+        for path, item in f.items("data_centers")
+    ]
     _unique([d.id for d in dcs], "data_centers")
     gateway_ids = [g.id for r in regions for g in r.gateways]
     if len(set(gateway_ids)) != len(gateway_ids):
         raise ScenarioError("regions: gateway ids must be unique across regions")
+    link_model = _link_model(f.sub("link_model"), constellation, scheduler)
+    _check_link_model(link_model, constellation, scheduler, dcs, epoch)
     f.done()
     return Scenario(
         name=name,
@@ -527,7 +542,172 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
         data_centers=tuple(dcs),
         source=source,
         raw=dict(data),
+        link_model=link_model,
     )
+
+
+# ------------------------------------------------------------------------------ link model section
+#
+# ``link_model:`` (top level) and the data centers' ``pop:`` / ``replay:`` keys: what a real terminal
+# adds to the space path (skyhaul.core.latency), the GSL rule, the Starlink ground preset, and
+# satellites too low to use. Parsed here, self-contained; see docs/link-model.md and docs/scenarios.md.
+
+GROUND_PRESETS = ("starlink-2023",)
+REPLAY_FORMATS = ("auto", "ping", "csv", "dish")
+GSL_RULES = ("elevation", "slant-range")
+# Catalogues carry re-entering and orbit-raising satellites; Walker shells fly where they are built.
+CATALOGUE_MIN_ALTITUDE_KM = 300.0
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """A data center's link driven by a recorded trace instead of the model.
+
+    Trace time tau maps to scenario time tau + shift_s; with ``loop`` the trace repeats with a period
+    of its span rounded up to whole slots (so its slot phase is kept)."""
+
+    file: str
+    format: str = "auto"
+    loop: bool = True
+    shift_s: float | None = None  # None: the whole number of slots that brings the trace to the epoch
+
+
+@dataclass(frozen=True)
+class LinkModelSpec:
+    """The ``link_model:`` section. ``params.mode`` is ``calibrated`` or ``propagation``."""
+
+    params: LatencyParams = field(default_factory=lambda: default_params(""))
+    seed: int = 0
+    gsl_rule: str = "elevation"
+    max_gsl_range_km: float | None = None
+    ground: str | None = None
+    min_satellite_altitude_km: float = 0.0
+
+    def gsl(self, min_elevation_deg: float) -> GslRule:
+        """The GSL rule of a ground node with mask ``min_elevation_deg``."""
+        if self.gsl_rule == "slant-range":
+            return GslRule("slant-range", min_elevation_deg, self.max_gsl_range_km)
+        return GslRule("elevation", min_elevation_deg)
+
+
+def _path_profile(f: _Fields, base: PathProfile) -> PathProfile:
+    values = {}
+    for name in PathProfile.__dataclass_fields__:
+        if f.has(name):
+            values[name] = f.number(name, lo=0)
+    f.done()
+    try:
+        return dataclasses_replace(base, **values)
+    except ValueError as exc:  # core names the parameter
+        raise ScenarioError(f"{f.path}: {exc}") from None
+
+
+def _link_model(f: _Fields, constellation: ConstellationSpec, scheduler: SchedulerConfig) -> LinkModelSpec:
+    """The ``link_model:`` section. Defaults: Starlink constellations (preset or catalogue named
+    starlink*) get the calibrated model, others the propagation floor (``core.latency.default_params``)."""
+    base = default_params(constellation.label)
+    mode = f.choice("mode", ("calibrated", "propagation"), base.mode)
+    if mode == "calibrated" and base.mode == "propagation":
+        # No fitted defaults for this constellation: calibrated means "the profiles given here".
+        base = LatencyParams(mode="calibrated", source="scenario link_model")
+    bent_pipe = _path_profile(f.sub("bent_pipe"), base.bent_pipe)
+    laser = _path_profile(f.sub("laser"), base.laser)
+    try:
+        params = LatencyParams(
+            mode=mode,
+            bent_pipe=bent_pipe,
+            laser=laser,
+            gateway_pop_route_factor=f.number(
+                "gateway_pop_route_factor", base.gateway_pop_route_factor, lo=1, hi=10
+            ),
+            backbone_route_factor=f.number("backbone_route_factor", base.backbone_route_factor, lo=1, hi=10),
+            slot_interval_s=scheduler.slot_interval_s,
+            slot_offset_s=scheduler.slot_offset_s,
+            source=base.source,
+        )
+    except ValueError as exc:
+        raise ScenarioError(f"{f.path}: {exc}") from None
+    seed = f.integer("seed", 0, lo=0, hi=2**63 - 1)
+    rule = f.choice("gsl_rule", GSL_RULES, "elevation")
+    max_range = f.raw("max_gsl_range_km")
+    if rule == "slant-range":
+        max_range = f.number("max_gsl_range_km", lo=0, hi=100_000, lo_open=True, required=True)
+    elif max_range is not None:
+        raise ScenarioError(f"{f.at('max_gsl_range_km')}: only applies with gsl_rule: slant-range")
+    ground = f.raw("ground")
+    if ground is not None and ground not in GROUND_PRESETS:
+        raise ScenarioError(f"{f.at('ground')}: {ground!r} is not one of {', '.join(GROUND_PRESETS)}")
+    default_floor = CATALOGUE_MIN_ALTITUDE_KM if constellation.tle_file else 0.0
+    min_alt = f.number("min_satellite_altitude_km", default_floor, lo=0, hi=40_000)
+    f.done()
+    return LinkModelSpec(params, seed, rule, max_range, ground, min_alt)
+
+
+def _data_center_link(f: _Fields, base_dir: Path | None) -> tuple[str | None, ReplaySpec | None]:
+    """A data center's ``pop:`` (the PoP it is homed to, overriding the homing rule) and ``replay:``."""
+    pop = f.string("pop")
+    if not f.has("replay"):
+        return pop, None
+    r = f.sub("replay")
+    file = r.string("file", required=True)
+    assert file is not None
+    if base_dir is not None and not Path(file).is_absolute():
+        file = str((base_dir / file).resolve())
+    fmt = r.choice("format", REPLAY_FORMATS, "auto")
+    loop = r.boolean("loop", True)
+    shift = r.raw("shift_s")
+    if shift is not None:
+        shift = r.number("shift_s")
+    r.done()
+    if not Path(file).is_file():
+        raise ScenarioError(f"{r.at('file')}: no such file: {file}")
+    # Parse now: a bad trace is an error at validation, not at the first slot.
+    from skyhaul.runtime.linkdata import load_replay_trace
+
+    try:
+        load_replay_trace(file, fmt)
+    except ValueError as exc:
+        raise ScenarioError(f"{r.at('file')}: {exc}") from None
+    return pop, ReplaySpec(file, fmt, loop, shift)
+
+
+def _check_link_model(
+    spec: LinkModelSpec,
+    constellation: ConstellationSpec,
+    scheduler: SchedulerConfig,
+    dcs: list[DataCenterSpec],
+    epoch_unix: float,
+) -> None:
+    """Checks across sections: PoP names against the ground preset; ``+grid`` on a TLE catalogue
+    must infer planes (an error naming the constellation, never 0 ISLs in silence)."""
+    pops = [(k, d.pop) for k, d in enumerate(dcs) if d.pop is not None]
+    if pops:
+        if spec.ground is None:
+            k, _ = pops[0]
+            raise ScenarioError(f"data_centers[{k}].pop: needs link_model.ground (e.g. starlink-2023)")
+        from skyhaul.runtime.linkdata import starlink_ground
+
+        known = {p.name for p in starlink_ground().pops}
+        for k, name in pops:
+            if name not in known:
+                raise ScenarioError(
+                    f"data_centers[{k}].pop: unknown PoP {name!r} (known: {', '.join(sorted(known))})"
+                )
+    if constellation.tle_file and scheduler.isl in ("+grid", "nearest"):
+        from skyhaul.runtime.linkdata import catalogue_isl_topology
+
+        try:
+            catalogue_isl_topology(
+                constellation.tle_file,
+                scheduler.isl,
+                epoch_unix,
+                name=constellation.label,
+                name_filter=constellation.name_filter,
+                skip_invalid=constellation.skip_invalid,
+                min_satellite_altitude_km=spec.min_satellite_altitude_km,
+            )
+        except ValueError as exc:
+            raise ScenarioError(f"scheduler.isl: {exc}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
