@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 from google.protobuf import duration_pb2
 
+from skyhaul.contract.link_model_codec import (
+    replay_to_proto,
+    terminal_model_from_proto,
+    terminal_model_to_proto,
+)
 from skyhaul.core import routing
-from skyhaul.core.latency import LatencyParams, PathProfile
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.summary import TimelineSummary
 from skyhaul.core.timeline import TimelineChunk
@@ -95,55 +99,6 @@ def route_to_proto(
         message.samples_start.CopyFrom(to_timestamp(float(sample_times[0])))
     if route.handover and handover_stall_ms > 0:
         message.handover_stall.CopyFrom(duration(handover_stall_ms / 1e3))
-    return message
-
-
-def terminal_model_to_proto(
-    params: LatencyParams, seed: int, terminal_id: str, laser: bool
-) -> route_pb2.TerminalLinkModel:
-    """The terminal model's parameters for one route (the profile of its path kind)."""
-    profile = params.profile(laser)
-    return route_pb2.TerminalLinkModel(
-        mode=params.mode,
-        seed=int(seed),
-        terminal_id=terminal_id,
-        laser=bool(laser),
-        profile=route_pb2.PathProfile(
-            **{name: float(getattr(profile, name)) for name in PathProfile.__dataclass_fields__}
-        ),
-        slot_interval_s=params.slot_interval_s,
-        slot_offset_s=params.slot_offset_s,
-        jitter_tick_s=params.jitter_tick_s,
-    )
-
-
-def terminal_model_from_proto(message: route_pb2.TerminalLinkModel) -> tuple[LatencyParams, int, str, bool]:
-    """(params, seed, terminal id, laser) back from a route's terminal model (the path kind's profile
-    in both slots: only the one of its kind is used)."""
-    profile = PathProfile(
-        **{name: getattr(message.profile, name) for name in PathProfile.__dataclass_fields__}
-    )
-    params = LatencyParams(
-        mode=message.mode,
-        bent_pipe=profile,
-        laser=profile,
-        slot_interval_s=message.slot_interval_s,
-        slot_offset_s=message.slot_offset_s,
-        jitter_tick_s=message.jitter_tick_s,
-    )
-    return params, int(message.seed), message.terminal_id, bool(message.laser)
-
-
-def replay_to_proto(
-    times: np.ndarray, rtt_ms: np.ndarray, lost: np.ndarray, source: str
-) -> route_pb2.ReplaySamples:
-    message = route_pb2.ReplaySamples(
-        offset_s=(np.asarray(times, dtype=float) - float(times[0])).tolist(),
-        rtt_ms=np.asarray(rtt_ms, dtype=float).tolist(),
-        lost=np.asarray(lost, dtype=bool).tolist(),
-        source=source,
-    )
-    message.samples_start.CopyFrom(to_timestamp(float(times[0])))
     return message
 
 
