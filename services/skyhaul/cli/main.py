@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.data",
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
+    "skyhaul.cli.calibrate",
 )
 
 DESCRIPTION = """\
