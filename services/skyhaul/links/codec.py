@@ -11,6 +11,7 @@ from skyhaul.contract.link_model_codec import (
     terminal_model_to_proto,
 )
 from skyhaul.core import routing
+from skyhaul.core.ground import GroundSegment
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.summary import TimelineSummary
 from skyhaul.core.timeline import TimelineChunk
@@ -183,19 +184,35 @@ def _geo(lat: float, lon: float, alt_m: float) -> common_pb2.GeoPoint:
 
 
 def ground_segment_to_proto(
-    scenario: Scenario, config: SchedulerConfig, constellation: str
+    scenario: Scenario, config: SchedulerConfig, constellation: str, ground: GroundSegment | None = None
 ) -> links_pb2.GetGroundSegmentResponse:
+    """The ground segment as the scenario gives it; with ``ground`` (the core segment the links
+    service routes over), its gateways (e.g. those of a ground preset) instead of the scenario's."""
     response = links_pb2.GetGroundSegmentResponse(
         scheduler=scheduler_to_proto(config), constellation=constellation
     )
     for r in scenario.regions:
+        core_gateways = [g for g in ground.gateways if g.region_id == r.id] if ground is not None else None
         response.regions.append(
             links_pb2.Region(
                 id=r.id,
                 location=_geo(r.location.lat, r.location.lon, r.location.alt_m),
-                gateway_ids=[g.id for g in r.gateways],
+                gateway_ids=[g.id for g in (r.gateways if core_gateways is None else core_gateways)],
             )
         )
+        if core_gateways is not None:
+            for g in core_gateways:
+                response.gateways.append(
+                    links_pb2.Gateway(
+                        id=g.id,
+                        region_id=r.id,
+                        position=_geo(g.lat_deg, g.lon_deg, g.alt_km * 1000.0),
+                        min_elevation_deg=g.min_elevation_deg,
+                        capacity_mbps=g.capacity_mbps,
+                        fibre_route_factor=g.fibre_route_factor,
+                    )
+                )
+            continue
         for g in r.gateways:
             response.gateways.append(
                 links_pb2.Gateway(

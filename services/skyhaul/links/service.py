@@ -277,7 +277,7 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
 
     async def GetGroundSegment(self, request, context):
         app = self.app
-        return codec.ground_segment_to_proto(app.scenario, app.config, app.constellation)
+        return codec.ground_segment_to_proto(app.scenario, app.config, app.constellation, app.ground)
 
     async def GetLinkState(self, request, context):
         app = self.app

@@ -26,8 +26,9 @@ from support.shared_data import shared_data
 
 from skyhaul.core.calibrate import compare, link_floor_ms, model_at_trace_times
 from skyhaul.core.constellations import build_preset
+from skyhaul.core.ground import great_circle_km
 from skyhaul.core.latency import PROPAGATION, STARLINK
-from skyhaul.links import route_view
+from skyhaul.links import codec, route_view
 from skyhaul.links.ground_from_scenario import data_center_pop, ground_segment, model_options
 from skyhaul.runtime.clock import EmulationClock
 from skyhaul.runtime.linkdata import load_trace, starlink_ground
@@ -112,6 +113,13 @@ def test_victoria_is_homed_to_seattle_through_the_preset_gateways():
     assert "gw-bellingham-wa-sea-pop" in names
     # Every gateway is wired to SEA: gateway -> SEA fibre x 1.5 (the region is at the PoP).
     assert all(g.region_id == "sea-pop" for g in ground.gateways)
+    bellingham = ground.gateways[ground.gateway("gw-bellingham-wa-sea-pop")]
+    pop = starlink_ground().pop("SEA")
+    expected_km = 1.5 * great_circle_km(bellingham.lat_deg, bellingham.lon_deg, pop.lat_deg, pop.lon_deg)
+    assert ground.fibre_km[ground.gateway("gw-bellingham-wa-sea-pop")] == pytest.approx(expected_km)
+    # GetGroundSegment shows the gateways the service routes over.
+    message = codec.ground_segment_to_proto(scenario, scenario.scheduler, "starlink-gen1", ground)
+    assert {g.id for g in message.gateways} == names == set(message.regions[0].gateway_ids)
 
 
 def test_grid_on_a_catalogue_without_planes_fails_at_validation(tmp_path):
@@ -223,7 +231,8 @@ PREDICT_SCRIPT = textwrap.dedent(
     import sys, numpy as np, yaml
     from skyhaul.runtime.scenario import parse_scenario
     from skyhaul.core.constellations import build_preset
-    from skyhaul.links import route_view
+    from skyhaul.core.ground import great_circle_km
+from skyhaul.links import codec, route_view
     from skyhaul.links.ground_from_scenario import ground_segment, model_options
     s = parse_scenario(yaml.safe_load(open(sys.argv[1])))
     m = route_view.new_model(build_preset(s.constellation.preset, s.epoch_unix), ground_segment(s),
