@@ -419,6 +419,7 @@ async def test_cli_route_rtt_contacts_and_events(links, tmp_path, capsys):
     assert await links_cli.cmd_rtt(args) == 0
     out = capsys.readouterr().out
     assert "1800 samples" in out and "availability" in out and "outages" in out
+    assert "link model    calibrated (propagation floor p50" in out  # a Starlink catalogue
     with Image.open(png) as image:
         image.verify()
     with Image.open(png) as image:
