@@ -231,8 +231,7 @@ PREDICT_SCRIPT = textwrap.dedent(
     import sys, numpy as np, yaml
     from skyhaul.runtime.scenario import parse_scenario
     from skyhaul.core.constellations import build_preset
-    from skyhaul.core.ground import great_circle_km
-from skyhaul.links import codec, route_view
+    from skyhaul.links import route_view
     from skyhaul.links.ground_from_scenario import ground_segment, model_options
     s = parse_scenario(yaml.safe_load(open(sys.argv[1])))
     m = route_view.new_model(build_preset(s.constellation.preset, s.epoch_unix), ground_segment(s),
