@@ -277,3 +277,49 @@ def test_victoria_through_the_links_model_matches_the_trace(name):
         trace, floor, model.latency, seed=model.latency_seed, terminal_id="mdc-victoria"
     )
     check_against_trace(compare(trace, samples), name)
+
+
+# ------------------------------------------------------------------------ catalogue ISLs, GSL rule
+
+
+def test_a_catalogue_scenario_gets_inferred_grid_isls_and_routes_across_them():
+    tle = shared_data("tle/kuiper_2026-08-22.tle")
+    data = {
+        "name": "kuiper",
+        "epoch": "2026-08-22T12:00:00Z",
+        "constellation": {"tle_file": str(tle)},
+        "scheduler": {"isl": "+grid", "policy": "shortest-path", "terminal_min_elevation_deg": 30},
+        "regions": [{"id": "westeurope"}],
+        "data_centers": [
+            {"id": "mdc-seattle", "home_region": "westeurope", "location": {"lat": 47.6, "lon": -122.3}}
+        ],
+    }
+    scenario = parse_scenario(data)
+    assert scenario.link_model.params.mode == "propagation"  # no published Kuiper terminal trace
+    assert scenario.link_model.min_satellite_altitude_km == 300.0
+    from skyhaul.core.elements import ElementSet
+    from skyhaul.core.tle import load_tle_file
+
+    elements = ElementSet.from_tle(load_tle_file(tle).records)
+    model = route_view.new_model(
+        elements, ground_segment(scenario), scenario.scheduler, model_options(scenario)
+    )
+    topology = model.isl_topology()
+    assert topology.mode == "+grid" and topology.pairs.shape[0] > 300
+    assert np.bincount(topology.pairs.ravel(), minlength=model.n_sats).max() <= 4
+    found = 0
+    for k in range(12):
+        route = model.route("mdc-seattle", "westeurope", scenario.epoch_unix + 300.0 * k)
+        found += route.available and sum(h.kind == "isl" for h in route.hops) > 0
+    assert found > 0  # Seattle -> West Europe over lasers
+
+
+def test_slant_range_rule_decides_visibility_to_the_satellite():
+    scenario = parse_scenario(victoria_scenario(gsl_rule="slant-range", max_gsl_range_km=1100.0))
+    model = build(scenario)
+    t = scenario.epoch_unix + 42.0
+    r = model.state_vectors(t)[0]
+    g, _ = model.ground_at(t)
+    distance = np.linalg.norm(r[None, :, :] - g[:, None, :], axis=-1)
+    np.testing.assert_array_equal(model.visible(t), distance <= 1100.0)
+    assert model.visible(t).any()
