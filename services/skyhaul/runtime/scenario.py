@@ -495,7 +495,7 @@ def _data_center(
     )
     sf.done()
     storage = f.integer("storage_bytes", DataCenterSpec.storage_bytes, lo=1)
-    pop, replay = _data_center_link(f, base_dir)
+    pop, replay = _data_center_link(f.raw("pop"), f.raw("replay"), f.path, base_dir)
     f.done()
     return DataCenterSpec(dcid, home, location, tuple(track), terminal, workload, sync, storage, pop, replay)
 
@@ -527,7 +527,7 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
     gateway_ids = [g.id for r in regions for g in r.gateways]
     if len(set(gateway_ids)) != len(gateway_ids):
         raise ScenarioError("regions: gateway ids must be unique across regions")
-    link_model = _link_model(f.sub("link_model"), constellation, scheduler)
+    link_model = _link_model(f.raw("link_model"), constellation, scheduler)
     _check_link_model(link_model, constellation, scheduler, dcs, epoch)
     f.done()
     return Scenario(
@@ -590,84 +590,161 @@ class LinkModelSpec:
         return GslRule("elevation", min_elevation_deg)
 
 
-def _path_profile(f: _Fields, base: PathProfile) -> PathProfile:
-    values = {}
-    for name in PathProfile.__dataclass_fields__:
-        if f.has(name):
-            values[name] = f.number(name, lo=0)
-    f.done()
+# The section's file format as JSON Schema (draft 7) fragments, for a schema-driven validator to
+# plug in: the top-level ``link_model`` property and the data centers' ``pop`` / ``replay``.
+_PROFILE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {name: {"type": "number", "minimum": 0} for name in PathProfile.__dataclass_fields__},
+}
+LINK_MODEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "what a real terminal adds to the space path, GSL rule, ground preset (docs/link-model.md)",
+    "additionalProperties": False,
+    "properties": {
+        "mode": {"enum": ["calibrated", "propagation"]},
+        "seed": {"type": "integer", "minimum": 0},
+        "bent_pipe": _PROFILE_SCHEMA,
+        "laser": _PROFILE_SCHEMA,
+        "gateway_pop_route_factor": {"type": "number", "minimum": 1, "maximum": 10},
+        "backbone_route_factor": {"type": "number", "minimum": 1, "maximum": 10},
+        "gsl_rule": {"enum": list(GSL_RULES)},
+        "max_gsl_range_km": {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000},
+        "ground": {"enum": list(GROUND_PRESETS)},
+        "min_satellite_altitude_km": {"type": "number", "minimum": 0, "maximum": 40_000},
+    },
+}
+DATA_CENTER_LINK_PROPERTIES: dict[str, Any] = {
+    "pop": {"type": "string", "minLength": 1, "description": "the PoP the terminal is homed to"},
+    "replay": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "minLength": 1},
+            "format": {"enum": list(REPLAY_FORMATS)},
+            "loop": {"type": "boolean"},
+            "shift_s": {"type": "number"},
+        },
+    },
+}
+
+
+def _section(value: Any, path: str, known) -> Mapping[str, Any]:
+    """A mapping of this section (None = empty); unknown keys are errors."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"{path}: expected a mapping, got {type(value).__name__}")
+    unknown = sorted(set(map(str, value)) - set(known))
+    if unknown:
+        raise ScenarioError(f"{path}.{unknown[0]}: unknown key (known here: {', '.join(sorted(known))})")
+    return value
+
+
+def _section_number(
+    data: Mapping[str, Any], key: str, path: str, default, lo=-math.inf, hi=math.inf
+) -> float:
+    value = data.get(key, default)
+    if value is None:
+        raise ScenarioError(f"{path}.{key}: required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ScenarioError(f"{path}.{key}: expected a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ScenarioError(f"{path}.{key}: {value} is outside [{lo:g}, {hi:g}]")
+    return float(value)
+
+
+def _section_choice(data: Mapping[str, Any], key: str, path: str, options, default):
+    value = data.get(key, default)
+    if value is not None and value not in options:
+        raise ScenarioError(f"{path}.{key}: {value!r} is not one of {', '.join(options)}")
+    return value
+
+
+def _path_profile(value: Any, path: str, base: PathProfile) -> PathProfile:
+    data = _section(value, path, PathProfile.__dataclass_fields__)
+    values = {name: _section_number(data, name, path, None, lo=0) for name in data}
     try:
         return dataclasses_replace(base, **values)
     except ValueError as exc:  # core names the parameter
-        raise ScenarioError(f"{f.path}: {exc}") from None
+        raise ScenarioError(f"{path}: {exc}") from None
 
 
-def _link_model(f: _Fields, constellation: ConstellationSpec, scheduler: SchedulerConfig) -> LinkModelSpec:
+def _link_model(
+    value: Any, constellation: ConstellationSpec, scheduler: SchedulerConfig, path: str = "link_model"
+) -> LinkModelSpec:
     """The ``link_model:`` section. Defaults: Starlink constellations (preset or catalogue named
     starlink*) get the calibrated model, others the propagation floor (``core.latency.default_params``)."""
+    data = _section(value, path, LINK_MODEL_SCHEMA["properties"])
     base = default_params(constellation.label)
-    mode = f.choice("mode", ("calibrated", "propagation"), base.mode)
+    mode = _section_choice(data, "mode", path, ("calibrated", "propagation"), base.mode)
     if mode == "calibrated" and base.mode == "propagation":
         # No fitted defaults for this constellation: calibrated means "the profiles given here".
         base = LatencyParams(mode="calibrated", source="scenario link_model")
-    bent_pipe = _path_profile(f.sub("bent_pipe"), base.bent_pipe)
-    laser = _path_profile(f.sub("laser"), base.laser)
     try:
         params = LatencyParams(
             mode=mode,
-            bent_pipe=bent_pipe,
-            laser=laser,
-            gateway_pop_route_factor=f.number(
-                "gateway_pop_route_factor", base.gateway_pop_route_factor, lo=1, hi=10
+            bent_pipe=_path_profile(data.get("bent_pipe"), f"{path}.bent_pipe", base.bent_pipe),
+            laser=_path_profile(data.get("laser"), f"{path}.laser", base.laser),
+            gateway_pop_route_factor=_section_number(
+                data, "gateway_pop_route_factor", path, base.gateway_pop_route_factor, 1, 10
             ),
-            backbone_route_factor=f.number("backbone_route_factor", base.backbone_route_factor, lo=1, hi=10),
+            backbone_route_factor=_section_number(
+                data, "backbone_route_factor", path, base.backbone_route_factor, 1, 10
+            ),
             slot_interval_s=scheduler.slot_interval_s,
             slot_offset_s=scheduler.slot_offset_s,
             source=base.source,
         )
     except ValueError as exc:
-        raise ScenarioError(f"{f.path}: {exc}") from None
-    seed = f.integer("seed", 0, lo=0, hi=2**63 - 1)
-    rule = f.choice("gsl_rule", GSL_RULES, "elevation")
-    max_range = f.raw("max_gsl_range_km")
+        if isinstance(exc, ScenarioError):
+            raise
+        raise ScenarioError(f"{path}: {exc}") from None
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ScenarioError(f"{path}.seed: expected a whole number >= 0, got {seed!r}")
+    rule = _section_choice(data, "gsl_rule", path, GSL_RULES, "elevation")
+    max_range = None
     if rule == "slant-range":
-        max_range = f.number("max_gsl_range_km", lo=0, hi=100_000, lo_open=True, required=True)
-    elif max_range is not None:
-        raise ScenarioError(f"{f.at('max_gsl_range_km')}: only applies with gsl_rule: slant-range")
-    ground = f.raw("ground")
-    if ground is not None and ground not in GROUND_PRESETS:
-        raise ScenarioError(f"{f.at('ground')}: {ground!r} is not one of {', '.join(GROUND_PRESETS)}")
+        max_range = _section_number(data, "max_gsl_range_km", path, None, 1e-9, 100_000)
+    elif "max_gsl_range_km" in data:
+        raise ScenarioError(f"{path}.max_gsl_range_km: only applies with gsl_rule: slant-range")
+    ground = _section_choice(data, "ground", path, GROUND_PRESETS, None)
     default_floor = CATALOGUE_MIN_ALTITUDE_KM if constellation.tle_file else 0.0
-    min_alt = f.number("min_satellite_altitude_km", default_floor, lo=0, hi=40_000)
-    f.done()
+    min_alt = _section_number(data, "min_satellite_altitude_km", path, default_floor, 0, 40_000)
     return LinkModelSpec(params, seed, rule, max_range, ground, min_alt)
 
 
-def _data_center_link(f: _Fields, base_dir: Path | None) -> tuple[str | None, ReplaySpec | None]:
+def _data_center_link(
+    pop: Any, replay: Any, path: str, base_dir: Path | None
+) -> tuple[str | None, ReplaySpec | None]:
     """A data center's ``pop:`` (the PoP it is homed to, overriding the homing rule) and ``replay:``."""
-    pop = f.string("pop")
-    if not f.has("replay"):
+    if pop is not None and (not isinstance(pop, str) or not pop.strip()):
+        raise ScenarioError(f"{path}.pop: expected a PoP name such as SEA, got {pop!r}")
+    if replay is None:
         return pop, None
-    r = f.sub("replay")
-    file = r.string("file", required=True)
-    assert file is not None
+    where = f"{path}.replay"
+    data = _section(replay, where, DATA_CENTER_LINK_PROPERTIES["replay"]["properties"])
+    file = data.get("file")
+    if not isinstance(file, str) or not file.strip():
+        raise ScenarioError(f"{where}.file: required (a trace file)")
     if base_dir is not None and not Path(file).is_absolute():
         file = str((base_dir / file).resolve())
-    fmt = r.choice("format", REPLAY_FORMATS, "auto")
-    loop = r.boolean("loop", True)
-    shift = r.raw("shift_s")
-    if shift is not None:
-        shift = r.number("shift_s")
-    r.done()
+    fmt = _section_choice(data, "format", where, REPLAY_FORMATS, "auto")
+    loop = data.get("loop", True)
+    if not isinstance(loop, bool):
+        raise ScenarioError(f"{where}.loop: expected true or false, got {loop!r}")
+    shift = _section_number(data, "shift_s", where, None) if "shift_s" in data else None
     if not Path(file).is_file():
-        raise ScenarioError(f"{r.at('file')}: no such file: {file}")
+        raise ScenarioError(f"{where}.file: no such file: {file}")
     # Parse now: a bad trace is an error at validation, not at the first slot.
     from skyhaul.runtime.linkdata import load_replay_trace
 
     try:
         load_replay_trace(file, fmt)
     except ValueError as exc:
-        raise ScenarioError(f"{r.at('file')}: {exc}") from None
+        raise ScenarioError(f"{where}.file: {exc}") from None
     return pop, ReplaySpec(file, fmt, loop, shift)
 
 

@@ -18,6 +18,7 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 
+import jsonschema
 import numpy as np
 import pytest
 import yaml
@@ -323,3 +324,31 @@ def test_slant_range_rule_decides_visibility_to_the_satellite():
     distance = np.linalg.norm(r[None, :, :] - g[:, None, :], axis=-1)
     np.testing.assert_array_equal(model.visible(t), distance <= 1100.0)
     assert model.visible(t).any()
+
+
+def test_schema_fragments_agree_with_the_parser():
+    # For a schema-driven scenario validator: the fragments accept what the section accepts.
+    from skyhaul.runtime.scenario import DATA_CENTER_LINK_PROPERTIES, LINK_MODEL_SCHEMA
+
+    good = {
+        "mode": "calibrated",
+        "seed": 3,
+        "bent_pipe": {"access_ms": 4.0},
+        "ground": "starlink-2023",
+        "gsl_rule": "slant-range",
+        "max_gsl_range_km": 1300.0,
+        "min_satellite_altitude_km": 300,
+    }
+    jsonschema.validate(good, LINK_MODEL_SCHEMA)
+    parse_scenario(victoria_scenario(**good))
+    for bad in ({"bent_pipe": {"acess_ms": 1.0}}, {"mode": "fancy"}, {"ground": "x"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, LINK_MODEL_SCHEMA)
+        with pytest.raises(ScenarioError):
+            parse_scenario(victoria_scenario(**bad))
+    replay_schema = {"type": "object", "properties": DATA_CENTER_LINK_PROPERTIES}
+    jsonschema.validate(
+        {"pop": "SEA", "replay": {"file": "t.csv", "loop": False, "shift_s": 15}}, replay_schema
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"replay": {"loop": True}}, replay_schema)
