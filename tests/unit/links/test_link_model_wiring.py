@@ -352,3 +352,30 @@ def test_schema_fragments_agree_with_the_parser():
     )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"replay": {"loop": True}}, replay_schema)
+
+
+def test_seychelles_over_lasers_to_frankfurt_through_the_links_model_matches_the_trace():
+    trace = load_trace(shared_data("traces/sey_20240812_ping.txt"))
+    frankfurt = starlink_ground().pop("FRA")
+    scenario = parse_scenario(
+        {
+            "name": "seychelles",
+            "epoch": datetime.fromtimestamp(float(trace.t_unix[0]), UTC).isoformat(),
+            "constellation": {"preset": "starlink-gen1"},
+            "scheduler": {"isl": "+grid", "policy": "shortest-path"},
+            "regions": [{"id": "fra-pop", "location": {"lat": frankfurt.lat_deg, "lon": frankfurt.lon_deg}}],
+            "data_centers": [
+                {"id": "mdc-seychelles", "home_region": "fra-pop", "location": {"lat": -4.68, "lon": 55.49}}
+            ],
+            "link_model": {"ground": "starlink-2023", "seed": 7},
+        }
+    )
+    model = build(scenario)
+    floor = link_floor_ms(model, "mdc-seychelles", "fra-pop", trace.t_unix)
+    assert np.all(np.isfinite(floor)) and 55.0 < np.median(floor) < 75.0
+    laser = model.path_is_laser(model.decide(model.decision_time(float(trace.t_unix[0]))), 0, 0)
+    assert laser  # the route uses ISLs: the laser profile applies
+    samples = model_at_trace_times(
+        trace, floor, model.latency, laser=laser, seed=model.latency_seed, terminal_id="mdc-seychelles"
+    )
+    check_against_trace(compare(trace, samples), "seychelles laser")
