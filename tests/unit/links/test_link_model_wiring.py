@@ -35,6 +35,7 @@ from skyhaul.runtime.clock import EmulationClock
 from skyhaul.runtime.linkdata import load_trace, starlink_ground
 from skyhaul.runtime.scenario import ScenarioError, load_scenario, parse_scenario
 from skyhaul.terminal.route_model import model_rtt_ms
+from skyhaul.terminal.service import profile_from_route
 
 EPOCH = "2024-09-10T18:00:00Z"
 VICTORIA = {"lat": 48.43, "lon": -123.37}
@@ -202,6 +203,10 @@ def test_replayed_trace_drives_route_samples_and_the_terminal(tmp_path):
         expected, lost = replay.at(probes)
         np.testing.assert_allclose(model_rtt_ms(route, clock, probes), expected, atol=1.0)
         assert lost.any() and np.all(np.isin(expected, rtt))
+        # Packet mode: a lost probe is 100 % loss (each way) while it holds, a reply none.
+        profile = profile_from_route(route, clock)
+        loss = np.array([profile.loss_at(clock.to_wall(t)) for t in probes])
+        np.testing.assert_array_equal(loss, np.where(lost, 1.0, 0.0))
     with pytest.raises(ScenarioError, match="format dish was given"):
         data["data_centers"][0]["replay"]["format"] = "dish"
         path.write_text(yaml.safe_dump(data))
