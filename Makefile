@@ -66,6 +66,9 @@ demo: $(STAMP) ## run the seed scenario end to end and write a report
 up: $(STAMP)
 	$(BIN)/skyhaul up $(if $(SCENARIO),--scenario $(SCENARIO))
 
+report-link-model: $(STAMP) ## the link model beside each calibration trace, and its prediction cost ratio
+	PYTHONPATH=services $(BIN)/python bench/report_link_model.py $(if $(PLOTS),--plots $(PLOTS))
+
 proto: $(STAMP) ## regenerate services/skyhaul/v1 from protos/
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python protos/generate.py
 

@@ -198,6 +198,11 @@ async def test_live_events_are_gap_free_ordered_and_match_the_predicted_outages(
         assert to_unix(r.samples_start) == to_unix(r.slot.start)
         assert len(r.delay_samples_ms) * r.samples_step.ToTimedelta().total_seconds() == pytest.approx(15.0)
         assert r.available == bool(np.isfinite(r.delay_samples_ms[0]))
+        # The link model: its parameters for the terminal, its RTT and loss per sample.
+        assert len(r.rtt_samples_ms) == len(r.loss_probability) == len(r.delay_samples_ms)
+        if r.available:
+            assert r.terminal_model.mode == "calibrated" and r.terminal_model.terminal_id == r.data_center_id
+            assert r.rtt_samples_ms[0] > 2 * r.delay_samples_ms[0]
 
     # Link down/up alternate per data center and sit exactly where the core predicts the outages.
     status = defaultdict(list)

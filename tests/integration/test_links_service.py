@@ -262,6 +262,17 @@ async def test_predict_routes_streams_chunks_and_a_consistent_summary(links):
     expected = summarize(reference_model().predict_route("mdc-anchorage", "westus2", start, end, 1.0), 1.0)
     assert summary.handovers == expected.handovers
     assert summary.compute_seconds > 0
+    # The link model (a Starlink catalogue: calibrated by default) on top of today's floor.
+    floor = np.concatenate([np.array(c.floor_rtt_ms) for c in chunks])
+    loss = np.concatenate([np.array(c.loss_probability) for c in chunks])
+    reference = np.concatenate(
+        [c.rtt_ms for c in reference_model().predict_route("mdc-anchorage", "westus2", start, end, 1.0)]
+    )
+    np.testing.assert_array_equal(floor, reference)
+    assert summary.link_model == "calibrated"
+    assert np.all(rtt[ok] > floor[ok]) and np.all((loss[ok] > 0) & (loss[ok] < 1))
+    assert summary.expected_loss == pytest.approx(loss[ok].mean())
+    assert summary.floor_rtt_p50_ms == pytest.approx(np.median(floor[ok]), abs=0.01)
 
 
 async def test_contact_windows_are_the_passes_over_the_ground_node(links):
@@ -419,6 +430,7 @@ async def test_cli_route_rtt_contacts_and_events(links, tmp_path, capsys):
     assert await links_cli.cmd_rtt(args) == 0
     out = capsys.readouterr().out
     assert "1800 samples" in out and "availability" in out and "outages" in out
+    assert "link model    calibrated (propagation floor p50" in out  # a Starlink catalogue
     with Image.open(png) as image:
         image.verify()
     with Image.open(png) as image:

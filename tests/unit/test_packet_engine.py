@@ -159,3 +159,26 @@ def test_bad_overrides_change_nothing():
         assert shaper.loss_percent(Direction.UPLINK) == 0.0
         namespace_side.send(b"still shaped as before")
         assert receive(host_side, 1) == [b"still shaped as before"]
+
+
+def test_the_route_link_model_loss_replaces_the_default_and_follows_the_replay():
+    # A replayed trace's lost probe: 100 % loss while it holds (shaping.LinkProfile.loss), none after.
+    now = time.time()
+    profile = LinkProfile(
+        available=True,
+        delays_s=(0.0,),
+        extra_times=(now - 10.0, now + 1.0),
+        uplink_extra_s=(0.0, 0.0),
+        loss=(1.0, 0.0),
+    )
+    with engine(profile, uplink_loss_percent=50.0) as (shaper, namespace_side, host_side):
+        assert shaper.loss_percent(Direction.UPLINK, now) == 100.0
+        assert shaper.loss_percent(Direction.UPLINK, now + 2.0) == 0.0
+        for _ in range(20):
+            namespace_side.send(b"lost")
+        wait_for(lambda: shaper.stats()[Direction.UPLINK].drops["random"] == 20)
+        assert shaper.stats()[Direction.UPLINK].drops["random"] == 20
+        wait_for(lambda: time.time() > now + 1.05, wait_s=3.0)
+        for _ in range(20):
+            namespace_side.send(b"kept")
+        assert receive(host_side, 20) == [b"kept"] * 20  # not the configured 50 %

@@ -176,6 +176,10 @@ def route_dict(route) -> dict:
         "delay_samples_ms": [s if math.isfinite(s) else None for s in samples],
         "samples_start": rfc3339(route.samples_start) if route.HasField("samples_start") else None,
         "samples_step_s": route.samples_step.seconds + route.samples_step.nanos * 1e-9,
+        # The link model's round trip and loss per sample (floor + what a real terminal adds).
+        "rtt_samples_ms": [s if math.isfinite(s) else None for s in route.rtt_samples_ms],
+        "loss_probability": list(route.loss_probability),
+        "link_model": ("replay" if route.HasField("replay") else route.terminal_model.mode or "propagation"),
     }
 
 
@@ -368,6 +372,9 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
             "p95": summary.rtt_p95_ms,
             "max": summary.rtt_max_ms,
         },
+        "link_model": summary.link_model or "propagation",
+        "floor_rtt_p50_ms": summary.floor_rtt_p50_ms,
+        "expected_loss": summary.expected_loss,
         "handovers": summary.handovers,
         "outages": len(outages),
         "outage_s": sum(b - a for a, b in outages),
@@ -398,6 +405,10 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
     print(
         f"  RTT           min {_ms(summary.rtt_min_ms)}  p50 {_ms(summary.rtt_p50_ms)}  "
         f"p95 {_ms(summary.rtt_p95_ms)}  max {_ms(summary.rtt_max_ms)} ms"
+    )
+    print(
+        f"  link model    {result['link_model']} (propagation floor p50 {_ms(summary.floor_rtt_p50_ms)} ms, "
+        f"expected loss {100 * summary.expected_loss:.2f} %)"
     )
     print(f"  handovers     {summary.handovers}")
     print(

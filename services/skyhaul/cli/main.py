@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "skyhaul.cli.demo",
     "skyhaul.cli.report",
     "skyhaul.cli.run",
+    "skyhaul.cli.calibrate",
 )
 
 DESCRIPTION = """\

@@ -355,7 +355,7 @@ def link_floor_ms(model, terminal_id: str, region_id: str, t_unix, step_s: float
     grid_t, grid_rtt = [], []
     for chunk in model.predict_route(terminal_id, region_id, t0, t1, step_s, chunk_samples=20000):
         grid_t.append(chunk.t_unix)
-        grid_rtt.append(chunk.rtt_ms)
+        grid_rtt.append(chunk.rtt_ms if chunk.floor_rtt_ms is None else chunk.floor_rtt_ms)
     grid_t = np.concatenate(grid_t)
     grid_rtt = np.concatenate(grid_rtt)
     at = np.clip(np.searchsorted(grid_t, t + 1e-9, side="right") - 1, 0, grid_t.size - 1)

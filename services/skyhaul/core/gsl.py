@@ -16,8 +16,8 @@ so Hypatia's range corresponds to a lower true elevation than its nominal mask (
 about 25.2 deg), and its visible sets are larger. ``GslRule.hypatia`` reproduces a Hypatia study
 exactly; ``slant_range_for_elevation_km`` converts the other way on the sphere.
 
-To be wired: the scheduler's visibility (``scheduler.visible_mask``, used by ``LinkModel``) takes the
-elevation mask only; a ``gsl_rule`` in the scenario should select ``GslRule.visible`` there.
+Wired: the scenario's ``link_model.gsl_rule: slant-range`` hands ``LinkModel`` a ``GslRule``, whose
+``visible`` then replaces the elevation mask in visibility.
 """
 
 from __future__ import annotations

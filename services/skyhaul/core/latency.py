@@ -397,3 +397,97 @@ def expected_loss(
         raise ValueError("window end must be after its start")
     t = np.arange(t_start_unix, t_end_unix, step_s)
     return float(loss_probability(t, params, laser).mean())
+
+
+# ------------------------------------------------------------------------------------ trace replay
+
+
+@dataclass(frozen=True, eq=False)
+class ReplayTrace:
+    """A recorded trace on the scenario's clock: probe k (trace time tau_k) is at tau_k + ``shift_s``;
+    with ``loop`` the trace repeats every ``period_s`` (its span rounded up to whole slots, so the
+    slot phase is kept). The RTT at t is the last probe's at or before t (held; before the first
+    probe, the first's), lost when that probe was lost. Everyone evaluates ``at``: the links service
+    for predictions and route samples, the terminal for the data plane."""
+
+    t_unix: np.ndarray  # trace times (s), increasing
+    rtt_ms: np.ndarray  # NaN = lost
+    shift_s: float
+    loop: bool = True
+    period_s: float = 0.0
+    source: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        t_unix,
+        rtt_ms,
+        *,
+        epoch_unix: float,
+        shift_s: float | None = None,
+        loop: bool = True,
+        slot_interval_s: float = 15.0,
+        source: str = "",
+    ) -> ReplayTrace:
+        """``shift_s`` None: the whole number of slots that brings the trace's start to the epoch or
+        just after it (slot phase kept)."""
+        t = np.asarray(t_unix, dtype=float)
+        rtt = np.asarray(rtt_ms, dtype=float)
+        if t.ndim != 1 or t.shape != rtt.shape or t.size < 2 or np.any(np.diff(t) < 0):
+            raise ValueError("replay: needs at least 2 probes with increasing times")
+        if not np.isfinite(rtt).any():
+            raise ValueError("replay: the trace has no replies")
+        if shift_s is None:
+            shift_s = float(np.ceil((epoch_unix - t[0]) / slot_interval_s) * slot_interval_s)
+        span = t[-1] - t[0]
+        period = float(np.floor(span / slot_interval_s + 1.0) * slot_interval_s)
+        return cls(t, rtt, float(shift_s), bool(loop), period, source)
+
+    def at(self, t_unix) -> tuple[np.ndarray, np.ndarray]:
+        """(RTT ms, lost) at scenario times t; RTT is the held value even where lost."""
+        tau = np.asarray(t_unix, dtype=float) - self.shift_s
+        if self.loop:
+            tau = self.t_unix[0] + np.mod(tau - self.t_unix[0], self.period_s)
+        index = np.clip(np.searchsorted(self.t_unix, tau, side="right") - 1, 0, self.t_unix.size - 1)
+        rtt = self.rtt_ms[index]
+        lost = ~np.isfinite(rtt)
+        return self._held()[index], lost
+
+    def _held(self) -> np.ndarray:
+        """RTTs with each lost probe's value taken from the last reply before it (the first reply's
+        before any)."""
+        ok = np.isfinite(self.rtt_ms)
+        last = np.maximum.accumulate(np.where(ok, np.arange(ok.size), -1))
+        first = int(np.argmax(ok))
+        return self.rtt_ms[np.where(last >= 0, last, first)]
+
+    def window(self, start_unix: float, end_unix: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The probes that decide the RTT over [start, end) on the scenario's clock, as (scenario
+        times, held RTT ms, lost): the one in force at the start, then every later one. ``at`` over
+        these (``replay_lookup``) gives exactly what ``at`` gives over the whole trace."""
+        if end_unix <= start_unix:
+            raise ValueError("replay window end must be after its start")
+        first_rtt, first_lost = self.at(np.array([start_unix]))
+        tau0 = start_unix - self.shift_s
+        held = self._held()
+        times, rtts, losts = [np.array([start_unix])], [first_rtt], [first_lost]
+        if self.loop:
+            k0 = np.floor((tau0 - self.t_unix[0]) / self.period_s)
+            k1 = np.floor((end_unix - self.shift_s - self.t_unix[0]) / self.period_s)
+            copies = np.arange(k0, k1 + 1)
+        else:
+            copies = np.array([0.0])
+        for k in copies:
+            t = self.t_unix + self.shift_s + k * self.period_s
+            keep = (t > start_unix) & (t < end_unix)
+            times.append(t[keep])
+            rtts.append(held[keep])
+            losts.append(~np.isfinite(self.rtt_ms[keep]))
+        return np.concatenate(times), np.concatenate(rtts), np.concatenate(losts)
+
+
+def replay_lookup(times, rtt_ms, lost, t) -> tuple[np.ndarray, np.ndarray]:
+    """(RTT ms, lost) at t from a ``ReplayTrace.window``: the last probe at or before t."""
+    times = np.asarray(times, dtype=float)
+    index = np.clip(np.searchsorted(times, np.asarray(t, dtype=float), side="right") - 1, 0, times.size - 1)
+    return np.asarray(rtt_ms, dtype=float)[index], np.asarray(lost, dtype=bool)[index]

@@ -34,7 +34,7 @@ import numpy as np
 
 MODES = ("slotted", "continuous")
 POLICIES = ("highest-elevation", "longest-visibility", "least-loaded", "shortest-path")
-ISL_MODES = ("none", "+grid")
+ISL_MODES = ("none", "+grid", "nearest")
 
 # Slack on slot arithmetic so a time exactly at a slot start does not fall into the previous slot.
 _SLOT_EPS = 1e-9

@@ -16,6 +16,17 @@ Not thread-safe (it caches geometry and decisions): use one per worker thread, o
 RTT is twice the one-way delay along the held path (the return path is the same path: the graph
 is symmetric and the assignment holds for the slot).
 
+The terminal model (``latency=``, ``core.latency``): predictions add to the floor what a real
+terminal adds (access, per-slot offset, jitter, spike) and report each sample's loss probability,
+seeded by (``latency_seed``, terminal id, slot); a path with an ISL hop takes the laser profile.
+A data center in ``replays`` takes its recorded trace's RTT instead. Without ``latency`` (or with
+``mode='propagation'``) the timeline is the floor, exactly as before.
+
+GSL rule (``gsl_rule=``, ``core.gsl``): Hypatia's slant range instead of the elevation mask for
+visibility; satellites below ``min_satellite_altitude_km`` (mean altitude of their elements:
+re-entering, orbit raising) are never visible and carry no ISL. Catalogues without plane metadata
+get their ISLs from ``IslTopology.for_catalogue`` (``+grid`` inferred, or ``nearest``).
+
 Handovers: the terminal's first-hop satellite changes between two consecutive decisions while a
 route exists in both. The configured stall (ms) is reported per handover; at sample steps of a
 second or more it does not remove samples, so availability does not include it (``stall_s`` in the
@@ -33,7 +44,9 @@ import numpy as np
 from skyhaul.core.constants import C_KM_S
 from skyhaul.core.geometry import GroundPoints
 from skyhaul.core.ground import GroundSegment
-from skyhaul.core.isl import IslLinks, IslTopology
+from skyhaul.core.gsl import GslRule, elevation_for_slant_range_deg
+from skyhaul.core.isl import GridOptions, IslLinks, IslTopology, mean_altitude_km
+from skyhaul.core.latency import LatencyParams, ReplayTrace, terminal_samples
 from skyhaul.core.routing import (
     FIBRE,
     Hop,
@@ -110,6 +123,10 @@ class TimelineChunk:
     capacity_down_mbps: np.ndarray
     first_sat: np.ndarray  # -1 = no route
     handover: np.ndarray  # True at the first sample after a boundary where the terminal's satellite changed
+    # The propagation floor (space + terrestrial RTT) and the probability that a packet sent at the
+    # sample is lost (without a terminal model rtt_ms is the floor and the loss 0).
+    floor_rtt_ms: np.ndarray | None = None
+    loss_probability: np.ndarray | None = None
 
     def route(self, p: int) -> TimelineChunk:
         """The chunk of one route (1-D arrays)."""
@@ -120,6 +137,8 @@ class TimelineChunk:
             self.capacity_down_mbps[:, p],
             self.first_sat[:, p],
             self.handover[:, p],
+            None if self.floor_rtt_ms is None else self.floor_rtt_ms[:, p],
+            None if self.loss_probability is None else self.loss_probability[:, p],
         )
 
 
@@ -140,6 +159,14 @@ class LinkModel:
         reference_time_unix: float | None = None,
         sat_names: Sequence[str] | None = None,
         cache_size: int | None = None,
+        latency: LatencyParams | None = None,
+        latency_seed: int = 0,
+        replays: dict[str, ReplayTrace] | None = None,
+        gsl_rule: GslRule | None = None,
+        satellite_usable: np.ndarray | None = None,
+        elements=None,
+        constellation: str | None = None,
+        min_satellite_altitude_km: float = 0.0,
     ) -> None:
         if not isinstance(config, SchedulerConfig):
             raise TypeError("config must be a SchedulerConfig")
@@ -162,6 +189,25 @@ class LinkModel:
         self._ground_cache: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._vis_cache: OrderedDict[float, np.ndarray] = OrderedDict()
         self._isl_cache: OrderedDict[float, np.ndarray] = OrderedDict()
+        self.latency = latency
+        self.latency_seed = int(latency_seed)
+        self.replays = dict(replays or {})
+        if gsl_rule is not None and not isinstance(gsl_rule, GslRule):
+            raise TypeError("gsl_rule must be a GslRule")
+        self.gsl_rule = gsl_rule if gsl_rule is not None and gsl_rule.kind == "slant-range" else None
+        self._usable = None if satellite_usable is None else np.asarray(satellite_usable, dtype=bool)
+        self._elements = elements
+        self.constellation = constellation
+        self.min_satellite_altitude_km = float(min_satellite_altitude_km)
+        self._path_mask = ground.min_elevation_deg
+        if self.gsl_rule is not None:
+            # Held paths break mid-slot where the range rule would drop them: on a sphere a range is an
+            # elevation per altitude, the lowest used altitude giving the most permissive one.
+            alt = mean_altitude_km(elements) if elements is not None else np.array([550.0])
+            if self._usable is not None and self._usable.any():
+                alt = alt[self._usable]
+            floor = float(elevation_for_slant_range_deg(self.gsl_rule.max_range_km, float(np.min(alt))))
+            self._path_mask = np.full(ground.n_ground, floor)
 
     @classmethod
     def from_elements(cls, elements, ground: GroundSegment, config: SchedulerConfig, propagator=None, **kw):
@@ -176,6 +222,10 @@ class LinkModel:
         names = kw.pop("sat_names", None)
         if names is None:
             names = getattr(elements, "names", None)
+        min_alt = float(kw.get("min_satellite_altitude_km", 0.0))
+        if min_alt > 0 and "satellite_usable" not in kw:
+            kw["satellite_usable"] = mean_altitude_km(elements) >= min_alt
+        kw.setdefault("elements", elements)
         return cls(
             propagator,
             ground,
@@ -229,6 +279,14 @@ class LinkModel:
     def isl_topology(self, t_hint: float | None = None) -> IslTopology:
         """The +grid (or empty) ISL topology. Its seam is measured from positions at the elements'
         epoch, or — without one — at the first time asked about (``t_hint``)."""
+        if self._isl is None and self._catalogue_isl():
+            self._isl = catalogue_isl_topology(
+                self._elements,
+                self.config.isl,
+                self.constellation,
+                self.min_satellite_altitude_km,
+                self.config.isl_min_altitude_km,
+            )
         if self._isl is None:
             r_ref = None
             if self.config.isl != "none":
@@ -238,6 +296,13 @@ class LinkModel:
                 self.config.isl, self._shell, self._plane, self._slot, r_ref, self.config.isl_min_altitude_km
             )
         return self._isl
+
+    def _catalogue_isl(self) -> bool:
+        """ISLs from ``IslTopology.for_catalogue``: ``nearest``, or ``+grid`` on elements without
+        plane metadata (a TLE catalogue)."""
+        if self._elements is None or self.config.isl == "none":
+            return False
+        return self.config.isl == "nearest" or not np.any(self._plane >= 0)
 
     def _isl_usable(self, t: float) -> np.ndarray:
         key = float(t)
@@ -256,7 +321,12 @@ class LinkModel:
         if hit is None:
             r, _ = self.state_vectors(key)
             g, up = self.ground_at(key)
-            hit = visible_mask(g, up, r, self.ground.min_elevation_deg)
+            if self.gsl_rule is not None:
+                hit = self.gsl_rule.visible(g, up, r)
+            else:
+                hit = visible_mask(g, up, r, self.ground.min_elevation_deg)
+            if self._usable is not None:
+                hit &= self._usable[None, :]
             self._vis_cache[key] = hit
             if len(self._vis_cache) > 3:
                 self._vis_cache.popitem(last=False)
@@ -469,7 +539,7 @@ class LinkModel:
             positions,
             g,
             up,
-            self.ground.min_elevation_deg,
+            self._path_mask,
             self.ground.fibre_delay_s,
             self.config.isl_min_altitude_km,
         )
@@ -633,6 +703,7 @@ class LinkModel:
             cap_down = np.zeros((k, n_p))
             first = np.full((k, n_p), -1, dtype=np.int64)
             handover = np.zeros((k, n_p), dtype=bool)
+            laser = np.zeros((k, n_p), dtype=bool)
             if cfg.slotted:
                 keys = cfg.slot_index(times)
                 cuts = np.flatnonzero(np.diff(keys)) + 1
@@ -655,7 +726,70 @@ class LinkModel:
                 if prev_first is not None:
                     handover[grp[0]] = (f >= 0) & (prev_first >= 0) & (f != prev_first)
                 prev_first = f
-            yield TimelineChunk(times, rtt, cap_up, cap_down, first, handover)
+                if self.latency is not None or self.replays:
+                    laser[grp] = self._laser(dec.routes.paths[pair_t, pair_r])
+            if self.latency is None and not self.replays:
+                yield TimelineChunk(
+                    times, rtt, cap_up, cap_down, first, handover, rtt.copy(), np.zeros((k, n_p))
+                )
+                continue
+            floor = rtt
+            rtt = np.empty_like(floor)
+            loss = np.zeros_like(floor)
+            for p in range(n_p):
+                rtt[:, p], loss[:, p] = self.terminal_rtt(int(pair_t[p]), times, floor[:, p], laser[:, p])
+            yield TimelineChunk(times, rtt, cap_up, cap_down, first, handover, floor, loss)
+
+    def terminal_rtt(
+        self, terminal: int, times: np.ndarray, floor_ms: np.ndarray, laser
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(RTT ms, loss probability) of a terminal's route at ``times`` given its floor: the replayed
+        trace, the terminal model, or the floor itself; NaN where the floor is NaN (no route)."""
+        term_id = self.ground.terminals[terminal].id
+        replay = self.replays.get(term_id)
+        if replay is not None:
+            rtt, lost = replay.at(times)
+            return np.where(np.isfinite(floor_ms), rtt, np.nan), np.where(lost, 1.0, 0.0)
+        if self.latency is None:
+            return floor_ms, np.zeros(np.shape(floor_ms))
+        samples = terminal_samples(
+            times, floor_ms, self.latency, seed=self.latency_seed, terminal_id=term_id, laser=laser
+        )
+        return samples.model_rtt_ms, samples.loss_probability
+
+    def path_is_laser(self, dec: Decision, terminal: int, region: int) -> bool:
+        """The held path uses an inter-satellite link (the laser profile applies)."""
+        return bool(self._laser(dec.routes.paths[terminal, region][None])[0])
+
+    def _laser(self, paths: np.ndarray) -> np.ndarray:
+        """(P,) paths (P, H) with more than one satellite."""
+        return (self.layout.kind(paths) == 0).sum(axis=-1) > 1
+
+
+def catalogue_isl_topology(
+    elements,
+    mode: str,
+    constellation: str | None = None,
+    min_satellite_altitude_km: float = 0.0,
+    isl_min_altitude_km: float = 80.0,
+) -> IslTopology:
+    """ISLs of a catalogue (``+grid`` inferred from the elements, ``nearest``, ``none``), from its
+    TEME states at its newest element epoch; ``IslGridError`` names the constellation when ``+grid``
+    has no planes to infer."""
+    from skyhaul.core.propagate import Propagator
+
+    t_ref = float(np.max(np.asarray(elements.epoch_unix, dtype=float)))
+    r, v, _ = Propagator(elements).teme(t_ref)
+    options = GridOptions(min_altitude_km=max(min_satellite_altitude_km, 0.0))
+    return IslTopology.for_catalogue(
+        elements,
+        np.asarray(r, dtype=float),
+        np.asarray(v, dtype=float),
+        mode,
+        min_altitude_km=isl_min_altitude_km,
+        constellation=constellation,
+        grid=options,
+    )
 
 
 def _element_epoch(elements) -> float | None:

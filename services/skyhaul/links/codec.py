@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 from google.protobuf import duration_pb2
 
+from skyhaul.contract.link_model_codec import (
+    replay_to_proto,
+    terminal_model_from_proto,
+    terminal_model_to_proto,
+)
 from skyhaul.core import routing
+from skyhaul.core.ground import GroundSegment
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.summary import TimelineSummary
 from skyhaul.core.timeline import TimelineChunk
@@ -26,7 +32,11 @@ POLICIES = {
     "least-loaded": links_pb2.ASSIGNMENT_POLICY_LEAST_LOADED,
     "shortest-path": links_pb2.ASSIGNMENT_POLICY_SHORTEST_PATH,
 }
-ISL_MODES = {"none": links_pb2.ISL_MODE_NONE, "+grid": links_pb2.ISL_MODE_PLUS_GRID}
+ISL_MODES = {
+    "none": links_pb2.ISL_MODE_NONE,
+    "+grid": links_pb2.ISL_MODE_PLUS_GRID,
+    "nearest": links_pb2.ISL_MODE_NEAREST,
+}
 
 
 def sat_label(index: int) -> str:
@@ -123,11 +133,25 @@ def chunk_to_proto(chunk: TimelineChunk, step_s: float) -> links_pb2.RouteTimeli
         capacity_down_mbps=chunk.capacity_down_mbps.tolist(),
         satellite_index=chunk.first_sat.astype(np.int32).tolist(),
         available=np.isfinite(chunk.rtt_ms).tolist(),
+        floor_rtt_ms=(chunk.rtt_ms if chunk.floor_rtt_ms is None else chunk.floor_rtt_ms).tolist(),
+        loss_probability=(
+            np.zeros(chunk.rtt_ms.shape) if chunk.loss_probability is None else chunk.loss_probability
+        ).tolist(),
     )
 
 
-def summary_to_proto(summary: TimelineSummary, compute_seconds: float) -> links_pb2.RoutePredictionSummary:
+def summary_to_proto(
+    summary: TimelineSummary,
+    compute_seconds: float,
+    *,
+    expected_loss: float = 0.0,
+    floor_rtt_p50_ms: float = float("nan"),
+    link_model: str = "propagation",
+) -> links_pb2.RoutePredictionSummary:
     return links_pb2.RoutePredictionSummary(
+        expected_loss=expected_loss,
+        floor_rtt_p50_ms=floor_rtt_p50_ms,
+        link_model=link_model,
         samples=summary.samples,
         availability=summary.availability,
         rtt_min_ms=summary.rtt_ms_min,
@@ -160,19 +184,35 @@ def _geo(lat: float, lon: float, alt_m: float) -> common_pb2.GeoPoint:
 
 
 def ground_segment_to_proto(
-    scenario: Scenario, config: SchedulerConfig, constellation: str
+    scenario: Scenario, config: SchedulerConfig, constellation: str, ground: GroundSegment | None = None
 ) -> links_pb2.GetGroundSegmentResponse:
+    """The ground segment as the scenario gives it; with ``ground`` (the core segment the links
+    service routes over), its gateways (e.g. those of a ground preset) instead of the scenario's."""
     response = links_pb2.GetGroundSegmentResponse(
         scheduler=scheduler_to_proto(config), constellation=constellation
     )
     for r in scenario.regions:
+        core_gateways = [g for g in ground.gateways if g.region_id == r.id] if ground is not None else None
         response.regions.append(
             links_pb2.Region(
                 id=r.id,
                 location=_geo(r.location.lat, r.location.lon, r.location.alt_m),
-                gateway_ids=[g.id for g in r.gateways],
+                gateway_ids=[g.id for g in (r.gateways if core_gateways is None else core_gateways)],
             )
         )
+        if core_gateways is not None:
+            for g in core_gateways:
+                response.gateways.append(
+                    links_pb2.Gateway(
+                        id=g.id,
+                        region_id=r.id,
+                        position=_geo(g.lat_deg, g.lon_deg, g.alt_km * 1000.0),
+                        min_elevation_deg=g.min_elevation_deg,
+                        capacity_mbps=g.capacity_mbps,
+                        fibre_route_factor=g.fibre_route_factor,
+                    )
+                )
+            continue
         for g in r.gateways:
             response.gateways.append(
                 links_pb2.Gateway(
@@ -218,4 +258,7 @@ __all__ = [
     "scheduler_to_proto",
     "slot_to_proto",
     "summary_to_proto",
+    "terminal_model_from_proto",
+    "terminal_model_to_proto",
+    "replay_to_proto",
 ]

@@ -187,8 +187,10 @@ class LinkEngine:
         *,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
+        model_options: dict | None = None,
     ) -> None:
         self.ground = ground
+        self.model_options = dict(model_options or {})
         self.config = config
         self.clock = clock
         self.redis_url = redis_url
@@ -255,7 +257,7 @@ class LinkEngine:
         elements = self._elements
         assert elements is not None
         if self._model is None or self._model_version != elements.version:
-            self._model = route_view.new_model(elements, self.ground, self.config)
+            self._model = route_view.new_model(elements, self.ground, self.config, self.model_options)
             self._model_version = elements.version
         return compute_slot(self._model, start)
 

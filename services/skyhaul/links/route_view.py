@@ -20,12 +20,15 @@ from skyhaul.links import codec
 from skyhaul.v1 import route_pb2
 
 
-def new_model(elements: ElementSet, ground: GroundSegment, config: SchedulerConfig) -> LinkModel:
+def new_model(
+    elements: ElementSet, ground: GroundSegment, config: SchedulerConfig, options: dict | None = None
+) -> LinkModel:
     """A LinkModel with its own sgp4 records (sgp4 releases the GIL and its records hold
-    per-call state, so two threads must not share them); satellites are named ``sat-<index>``."""
+    per-call state, so two threads must not share them); satellites are named ``sat-<index>``.
+    ``options``: the scenario's link model (``ground_from_scenario.model_options``)."""
     own = dataclasses.replace(elements)
     names = tuple(codec.sat_label(i) for i in range(own.size))
-    return LinkModel.from_elements(own, ground, config, sat_names=names)
+    return LinkModel.from_elements(own, ground, config, sat_names=names, **(options or {}))
 
 
 def slot_of(config: SchedulerConfig, t: float) -> tuple[int, float, float]:
@@ -51,8 +54,42 @@ def route_message(model: LinkModel, data_center_id: str, region_id: str, t: floa
     route = model.route(data_center_id, region_id, t)
     times, delay_s = model.delay_samples(data_center_id, region_id, t)
     config = model.config
-    slot = codec.slot_to_proto(*slot_of(config, t))
-    return codec.route_to_proto(route, slot, times, delay_s, config.sample_step_s, config.handover_stall_ms)
+    slot_index, slot_start, slot_end = slot_of(config, t)
+    slot = codec.slot_to_proto(slot_index, slot_start, slot_end)
+    message = codec.route_to_proto(
+        route, slot, times, delay_s, config.sample_step_s, config.handover_stall_ms
+    )
+    add_terminal_model(model, message, data_center_id, region_id, t, times, delay_s, slot_start, slot_end)
+    return message
+
+
+def add_terminal_model(
+    model: LinkModel,
+    message: route_pb2.Route,
+    data_center_id: str,
+    region_id: str,
+    t: float,
+    times: np.ndarray,
+    delay_s: np.ndarray,
+    slot_start: float,
+    slot_end: float,
+) -> None:
+    """The link model's round trips and loss per sample, and what the terminal needs to apply the
+    same model: its parameters (it evaluates ``core.latency`` itself) or the replayed trace's probes."""
+    terminal, region = model.ground.terminal(data_center_id), model.ground.region(region_id)
+    decision = model.decide(model.decision_time(t))
+    laser = model.path_is_laser(decision, terminal, region)
+    floor = 2e3 * np.asarray(delay_s, dtype=float)
+    rtt, loss = model.terminal_rtt(terminal, np.asarray(times, dtype=float), floor, laser)
+    message.rtt_samples_ms.extend(np.asarray(rtt, dtype=float).tolist())
+    message.loss_probability.extend(np.asarray(loss, dtype=float).tolist())
+    replay = model.replays.get(data_center_id)
+    if replay is not None:
+        message.replay.CopyFrom(codec.replay_to_proto(*replay.window(slot_start, slot_end), replay.source))
+    elif model.latency is not None:
+        message.terminal_model.CopyFrom(
+            codec.terminal_model_to_proto(model.latency, model.latency_seed, data_center_id, laser)
+        )
 
 
 def assignments(model: LinkModel, t: float, decision: Decision) -> list[route_pb2.Assignment]:

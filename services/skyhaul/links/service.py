@@ -37,7 +37,7 @@ from skyhaul.core.summary import TimelineAccumulator
 from skyhaul.core.timeline import LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
-from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment
+from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment, model_options
 from skyhaul.runtime import clients, limits
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, latest_key, log_key, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
@@ -86,9 +86,14 @@ class LinksApp(ServiceApp):
         self.constellation = self.scenario.constellation.label
         self.ground = ground_segment(self.scenario)
         self.config = self.scenario.scheduler
-        self.gateway_region = gateway_regions(self.scenario)
+        self.gateway_region = gateway_regions(self.ground)
+        # The scenario's link_model (terminal model, replays, GSL rule), one for queries, predictions
+        # and the engine: everything the service says comes from the same model.
+        self.model_options = model_options(self.scenario)
         self.refresh_interval_s = refresh_interval_s
-        self.engine = LinkEngine(self.ground, self.config, clock, self.redis_url, channel)
+        self.engine = LinkEngine(
+            self.ground, self.config, clock, self.redis_url, channel, model_options=self.model_options
+        )
         self.elements: ElementSet | None = None
         self._query_model: LinkModel | None = None
         self._query_lock = threading.Lock()
@@ -180,7 +185,9 @@ class LinksApp(ServiceApp):
 
     async def install(self, elements: ElementSet) -> None:
         """Use new elements for queries and (from its next slot) the engine; start the engine."""
-        model = await asyncio.to_thread(route_view.new_model, elements, self.ground, self.config)
+        model = await asyncio.to_thread(
+            route_view.new_model, elements, self.ground, self.config, self.model_options
+        )
         contacts = await asyncio.to_thread(lambda: Propagator(dataclasses.replace(elements)))
         with self._query_lock:
             self._query_model = model
@@ -236,8 +243,40 @@ class LinksApp(ServiceApp):
             raise NotFound(f"unknown region {region_id!r}; known: {known}")
         return region_id
 
+    def link_model_name(self, data_center_id: str) -> str:
+        if data_center_id in self.model_options["replays"]:
+            return "replay"
+        return self.model_options["latency"].mode
+
     def time_of(self, request, field: str = "at") -> float:
         return bounds.resolve_time(request, field, self.clock.now)
+
+
+class ModelSummary:
+    """What a prediction's summary adds for the link model: mean loss probability over the samples
+    with a route, and the floor's median beside the model's."""
+
+    def __init__(self) -> None:
+        self.loss_sum = 0.0
+        self.count = 0
+        self.floors: list[np.ndarray] = []
+
+    def add(self, chunk) -> None:
+        ok = np.isfinite(chunk.rtt_ms)
+        self.count += int(ok.sum())
+        if chunk.loss_probability is not None:
+            self.loss_sum += float(np.sum(chunk.loss_probability[ok]))
+        floor = chunk.rtt_ms if chunk.floor_rtt_ms is None else chunk.floor_rtt_ms
+        self.floors.append(np.asarray(floor[ok], dtype=np.float32))
+
+    @property
+    def expected_loss(self) -> float:
+        return self.loss_sum / self.count if self.count else 0.0
+
+    @property
+    def floor_p50_ms(self) -> float:
+        values = np.concatenate(self.floors) if self.floors else np.zeros(0)
+        return float(np.median(values)) if values.size else float("nan")
 
 
 class LinkServicer(links_pb2_grpc.LinkServiceServicer):
@@ -246,7 +285,7 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
 
     async def GetGroundSegment(self, request, context):
         app = self.app
-        return codec.ground_segment_to_proto(app.scenario, app.config, app.constellation)
+        return codec.ground_segment_to_proto(app.scenario, app.config, app.constellation, app.ground)
 
     async def GetLinkState(self, request, context):
         app = self.app
@@ -330,20 +369,28 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             began = time.perf_counter()
             waited = 0.0  # time blocked on a slow reader is not compute time
             try:
-                model = route_view.new_model(elements, app.ground, app.config)
+                model = route_view.new_model(elements, app.ground, app.config, app.model_options)
                 acc = TimelineAccumulator(step, stall_ms)
+                extra = ModelSummary()
                 with as_invalid_argument():
                     chunks = model.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
                 for chunk in chunks:
                     if cancelled.is_set():
                         return
                     acc.add(chunk)
+                    extra.add(chunk)
                     message = links_pb2.PredictRoutesResponse(chunk=codec.chunk_to_proto(chunk, step))
                     blocked = time.perf_counter()
                     if not put(message):
                         return
                     waited += time.perf_counter() - blocked
-                summary = codec.summary_to_proto(acc.summary(), time.perf_counter() - began - waited)
+                summary = codec.summary_to_proto(
+                    acc.summary(),
+                    time.perf_counter() - began - waited,
+                    expected_loss=extra.expected_loss,
+                    floor_rtt_p50_ms=extra.floor_p50_ms,
+                    link_model=app.link_model_name(dc_id),
+                )
                 put(links_pb2.PredictRoutesResponse(summary=summary))
                 put(_DONE)
             except BaseException as exc:  # noqa: BLE001 - handed to the stream, which raises it

@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import yaml
 from skyhaul.contract.blobs import show_value, validate_blob_name, validate_container_name
 from skyhaul.core.constellations import PRESETS, ShellSpec
 from skyhaul.core.ground import Gateway, Terminal
+from skyhaul.core.gsl import GslRule
+from skyhaul.core.latency import LatencyParams, PathProfile, default_params
 from skyhaul.core.scheduler import ISL_MODES, MODES, POLICIES, SchedulerConfig
 from skyhaul.core.tle import TleError, load_tle_file
 from skyhaul.runtime.errors import InvalidArgument
@@ -163,6 +166,9 @@ class DataCenterSpec:
     storage_bytes: int = 100 * 2**30
     forwards: tuple[str, ...] = ()  # "LOCALPORT=HOST:PORT": the user's own TCP apps behind the terminal
     retention: RetentionSpec = RetentionSpec()
+    # The data center's link (the ``link_model`` section's per-data-center keys, see below).
+    pop: str | None = None
+    replay: ReplaySpec | None = None
 
     @property
     def start_location(self) -> GeoSpec:
@@ -183,6 +189,7 @@ class Scenario:
     source: str = "<built-in>"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     data_plane: str = "relay"
+    link_model: LinkModelSpec = field(default_factory=lambda: LinkModelSpec())
 
     def region(self, region_id: str) -> RegionSpec:
         for r in self.regions:
@@ -464,6 +471,7 @@ def _build_schema() -> dict[str, Any]:
             "storage_bytes": _integer(
                 "local store capacity", DataCenterSpec.storage_bytes, minimum=1, maximum=2**62
             ),
+            **DATA_CENTER_LINK_PROPERTIES,
             "retention": _mapping(
                 "keep synced objects at the data center for a time or up to a size, oldest synced "
                 "evicted first, never an unsynced one (docs/retention.md)",
@@ -510,6 +518,7 @@ def _build_schema() -> dict[str, Any]:
             },
             "constellation": constellation,
             "scheduler": scheduler_section,
+            "link_model": LINK_MODEL_SCHEMA,
             "regions": _list("cloud regions and their gateways", region, min_items=1),
             "data_centers": _list("modular data centers and their terminals", data_center),
         },
@@ -521,9 +530,6 @@ def _build_schema() -> dict[str, Any]:
         "title": "Skyhaul scenario",
         **schema,
     }
-
-
-SCENARIO_SCHEMA: dict[str, Any] = _build_schema()
 
 
 def scenario_schema_json() -> str:
@@ -596,17 +602,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message[:ECHO_LIMIT]}"
 
 
-_VALIDATOR = jsonschema.Draft7Validator(SCENARIO_SCHEMA)
-
-
 def _property_names(schema: Any) -> set[str]:
     if isinstance(schema, dict):
         names = set(schema.get("properties", {}))
         return names.union(*(_property_names(v) for v in schema.values()))
     return set()
-
-
-_ALL_KEYS = sorted(_property_names(SCENARIO_SCHEMA))
 
 
 def _check_finite(value: Any, path: list) -> None:
@@ -775,7 +775,7 @@ def _region(data: Mapping[str, Any], path: str, masks: GroundMasks) -> RegionSpe
 
 
 def _data_center(
-    data: Mapping[str, Any], path: str, masks: GroundMasks, region_ids: set[str]
+    data: Mapping[str, Any], path: str, masks: GroundMasks, region_ids: set[str], base_dir: Path | None = None
 ) -> DataCenterSpec:
     home = data["home_region"]
     if home not in region_ids:
@@ -847,6 +847,7 @@ def _data_center(
         storage,
         tuple(forwards),
         retention,
+        *_data_center_link(data.get("pop"), data.get("replay"), path, base_dir),
     )
 
 
@@ -865,13 +866,15 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
     _unique([r.id for r in regions], "regions")
     region_ids = {r.id for r in regions}
     dcs = [
-        _data_center(item, f"data_centers[{i}]", masks, region_ids)
+        _data_center(item, f"data_centers[{i}]", masks, region_ids, base_dir)
         for i, item in enumerate(data.get("data_centers", ()))
     ]
     _unique([d.id for d in dcs], "data_centers")
     gateway_ids = [g.id for r in regions for g in r.gateways]
     if len(set(gateway_ids)) != len(gateway_ids):
         raise ScenarioError("regions: gateway ids must be unique across regions")
+    link_model = _link_model(data.get("link_model"), constellation, scheduler)
+    _check_link_model(link_model, constellation, scheduler, dcs, epoch)
     return Scenario(
         name=data.get("name", "scenario"),
         description=data.get("description", "") or "",
@@ -885,6 +888,7 @@ def parse_scenario(data: Any, source: str = "<string>", base_dir: Path | None = 
         source=source,
         raw=dict(data),
         data_plane=data.get("data_plane", "relay"),
+        link_model=link_model,
     )
 
 
@@ -944,6 +948,247 @@ def read_scenario_file(path: str | Path) -> Any:
         raise ScenarioError(f"{p.name}: not valid YAML: {where}{problem}") from None
 
 
+# ------------------------------------------------------------------------------ link model section
+#
+# ``link_model:`` (top level) and the data centers' ``pop:`` / ``replay:`` keys: what a real terminal
+# adds to the space path (skyhaul.core.latency), the GSL rule, the Starlink ground preset, and
+# satellites too low to use. Parsed here, self-contained; see docs/link-model.md and docs/scenarios.md.
+
+GROUND_PRESETS = ("starlink-2023",)
+REPLAY_FORMATS = ("auto", "ping", "csv", "dish")
+GSL_RULES = ("elevation", "slant-range")
+# Catalogues carry re-entering and orbit-raising satellites; Walker shells fly where they are built.
+CATALOGUE_MIN_ALTITUDE_KM = 300.0
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """A data center's link driven by a recorded trace instead of the model.
+
+    Trace time tau maps to scenario time tau + shift_s; with ``loop`` the trace repeats with a period
+    of its span rounded up to whole slots (so its slot phase is kept)."""
+
+    file: str
+    format: str = "auto"
+    loop: bool = True
+    shift_s: float | None = None  # None: the whole number of slots that brings the trace to the epoch
+
+
+@dataclass(frozen=True)
+class LinkModelSpec:
+    """The ``link_model:`` section. ``params.mode`` is ``calibrated`` or ``propagation``."""
+
+    params: LatencyParams = field(default_factory=lambda: default_params(""))
+    seed: int = 0
+    gsl_rule: str = "elevation"
+    max_gsl_range_km: float | None = None
+    ground: str | None = None
+    min_satellite_altitude_km: float = 0.0
+
+    def gsl(self, min_elevation_deg: float) -> GslRule:
+        """The GSL rule of a ground node with mask ``min_elevation_deg``."""
+        if self.gsl_rule == "slant-range":
+            return GslRule("slant-range", min_elevation_deg, self.max_gsl_range_km)
+        return GslRule("elevation", min_elevation_deg)
+
+
+# The section's file format as JSON Schema (draft 7) fragments, for a schema-driven validator to
+# plug in: the top-level ``link_model`` property and the data centers' ``pop`` / ``replay``.
+_PROFILE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {name: {"type": "number", "minimum": 0} for name in PathProfile.__dataclass_fields__},
+}
+LINK_MODEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "what a real terminal adds to the space path, GSL rule, ground preset (docs/link-model.md)",
+    "additionalProperties": False,
+    "properties": {
+        "mode": {"enum": ["calibrated", "propagation"]},
+        "seed": {"type": "integer", "minimum": 0},
+        "bent_pipe": _PROFILE_SCHEMA,
+        "laser": _PROFILE_SCHEMA,
+        "gateway_pop_route_factor": {"type": "number", "minimum": 1, "maximum": 10},
+        "backbone_route_factor": {"type": "number", "minimum": 1, "maximum": 10},
+        "gsl_rule": {"enum": list(GSL_RULES)},
+        "max_gsl_range_km": {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000},
+        "ground": {"enum": list(GROUND_PRESETS)},
+        "min_satellite_altitude_km": {"type": "number", "minimum": 0, "maximum": 40_000},
+    },
+}
+DATA_CENTER_LINK_PROPERTIES: dict[str, Any] = {
+    "pop": {"type": "string", "minLength": 1, "description": "the PoP the terminal is homed to"},
+    "replay": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "minLength": 1},
+            "format": {"enum": list(REPLAY_FORMATS)},
+            "loop": {"type": "boolean"},
+            "shift_s": {"type": "number"},
+        },
+    },
+}
+
+
+def _section(value: Any, path: str, known) -> Mapping[str, Any]:
+    """A mapping of this section (None = empty); unknown keys are errors."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"{path}: expected a mapping, got {type(value).__name__}")
+    unknown = sorted(set(map(str, value)) - set(known))
+    if unknown:
+        raise ScenarioError(f"{path}.{unknown[0]}: unknown key (known here: {', '.join(sorted(known))})")
+    return value
+
+
+def _section_number(
+    data: Mapping[str, Any], key: str, path: str, default, lo=-math.inf, hi=math.inf
+) -> float:
+    value = data.get(key, default)
+    if value is None:
+        raise ScenarioError(f"{path}.{key}: required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ScenarioError(f"{path}.{key}: expected a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ScenarioError(f"{path}.{key}: {value} is outside [{lo:g}, {hi:g}]")
+    return float(value)
+
+
+def _section_choice(data: Mapping[str, Any], key: str, path: str, options, default):
+    value = data.get(key, default)
+    if value is not None and value not in options:
+        raise ScenarioError(f"{path}.{key}: {value!r} is not one of {', '.join(options)}")
+    return value
+
+
+def _path_profile(value: Any, path: str, base: PathProfile) -> PathProfile:
+    data = _section(value, path, PathProfile.__dataclass_fields__)
+    values = {name: _section_number(data, name, path, None, lo=0) for name in data}
+    try:
+        return dataclasses_replace(base, **values)
+    except ValueError as exc:  # core names the parameter
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def _link_model(
+    value: Any, constellation: ConstellationSpec, scheduler: SchedulerConfig, path: str = "link_model"
+) -> LinkModelSpec:
+    """The ``link_model:`` section. Defaults: Starlink constellations (preset or catalogue named
+    starlink*) get the calibrated model, others the propagation floor (``core.latency.default_params``)."""
+    data = _section(value, path, LINK_MODEL_SCHEMA["properties"])
+    base = default_params(constellation.label)
+    mode = _section_choice(data, "mode", path, ("calibrated", "propagation"), base.mode)
+    if mode == "calibrated" and base.mode == "propagation":
+        # No fitted defaults for this constellation: calibrated means "the profiles given here".
+        base = LatencyParams(mode="calibrated", source="scenario link_model")
+    try:
+        params = LatencyParams(
+            mode=mode,
+            bent_pipe=_path_profile(data.get("bent_pipe"), f"{path}.bent_pipe", base.bent_pipe),
+            laser=_path_profile(data.get("laser"), f"{path}.laser", base.laser),
+            gateway_pop_route_factor=_section_number(
+                data, "gateway_pop_route_factor", path, base.gateway_pop_route_factor, 1, 10
+            ),
+            backbone_route_factor=_section_number(
+                data, "backbone_route_factor", path, base.backbone_route_factor, 1, 10
+            ),
+            slot_interval_s=scheduler.slot_interval_s,
+            slot_offset_s=scheduler.slot_offset_s,
+            source=base.source,
+        )
+    except ValueError as exc:
+        if isinstance(exc, ScenarioError):
+            raise
+        raise ScenarioError(f"{path}: {exc}") from None
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ScenarioError(f"{path}.seed: expected a whole number >= 0, got {seed!r}")
+    rule = _section_choice(data, "gsl_rule", path, GSL_RULES, "elevation")
+    max_range = None
+    if rule == "slant-range":
+        max_range = _section_number(data, "max_gsl_range_km", path, None, 1e-9, 100_000)
+    elif "max_gsl_range_km" in data:
+        raise ScenarioError(f"{path}.max_gsl_range_km: only applies with gsl_rule: slant-range")
+    ground = _section_choice(data, "ground", path, GROUND_PRESETS, None)
+    default_floor = CATALOGUE_MIN_ALTITUDE_KM if constellation.tle_file else 0.0
+    min_alt = _section_number(data, "min_satellite_altitude_km", path, default_floor, 0, 40_000)
+    return LinkModelSpec(params, seed, rule, max_range, ground, min_alt)
+
+
+def _data_center_link(
+    pop: Any, replay: Any, path: str, base_dir: Path | None
+) -> tuple[str | None, ReplaySpec | None]:
+    """A data center's ``pop:`` (the PoP it is homed to, overriding the homing rule) and ``replay:``."""
+    if pop is not None and (not isinstance(pop, str) or not pop.strip()):
+        raise ScenarioError(f"{path}.pop: expected a PoP name such as SEA, got {pop!r}")
+    if replay is None:
+        return pop, None
+    where = f"{path}.replay"
+    data = _section(replay, where, DATA_CENTER_LINK_PROPERTIES["replay"]["properties"])
+    file = data.get("file")
+    if not isinstance(file, str) or not file.strip():
+        raise ScenarioError(f"{where}.file: required (a trace file)")
+    if base_dir is not None and not Path(file).is_absolute():
+        file = str((base_dir / file).resolve())
+    fmt = _section_choice(data, "format", where, REPLAY_FORMATS, "auto")
+    loop = data.get("loop", True)
+    if not isinstance(loop, bool):
+        raise ScenarioError(f"{where}.loop: expected true or false, got {loop!r}")
+    shift = _section_number(data, "shift_s", where, None) if "shift_s" in data else None
+    if not Path(file).is_file():
+        raise ScenarioError(f"{where}.file: no such file: {file}")
+    # Parse now: a bad trace is an error at validation, not at the first slot.
+    from skyhaul.runtime.linkdata import load_replay_trace
+
+    try:
+        load_replay_trace(file, fmt)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}.file: {exc}") from None
+    return pop, ReplaySpec(file, fmt, loop, shift)
+
+
+def _check_link_model(
+    spec: LinkModelSpec,
+    constellation: ConstellationSpec,
+    scheduler: SchedulerConfig,
+    dcs: list[DataCenterSpec],
+    epoch_unix: float,
+) -> None:
+    """Checks across sections: PoP names against the ground preset; ``+grid`` on a TLE catalogue
+    must infer planes (an error naming the constellation, never 0 ISLs in silence)."""
+    pops = [(k, d.pop) for k, d in enumerate(dcs) if d.pop is not None]
+    if pops:
+        if spec.ground is None:
+            k, _ = pops[0]
+            raise ScenarioError(f"data_centers[{k}].pop: needs link_model.ground (e.g. starlink-2023)")
+        from skyhaul.runtime.linkdata import starlink_ground
+
+        known = {p.name for p in starlink_ground().pops}
+        for k, name in pops:
+            if name not in known:
+                raise ScenarioError(
+                    f"data_centers[{k}].pop: unknown PoP {name!r} (known: {', '.join(sorted(known))})"
+                )
+    if constellation.tle_file and scheduler.isl in ("+grid", "nearest"):
+        from skyhaul.runtime.linkdata import catalogue_isl_topology
+
+        try:
+            catalogue_isl_topology(
+                constellation.tle_file,
+                scheduler.isl,
+                epoch_unix,
+                name=constellation.label,
+                name_filter=constellation.name_filter,
+                skip_invalid=constellation.skip_invalid,
+                min_satellite_altitude_km=spec.min_satellite_altitude_km,
+            )
+        except ValueError as exc:
+            raise ScenarioError(f"scheduler.isl: {exc}") from None
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file. Relative paths inside it are relative to the file."""
     p = Path(path)
@@ -977,3 +1222,9 @@ def scenario_from_env(
 ) -> Scenario:
     path = env.get("SKYHAUL_SCENARIO")
     return loader(path) if path else default_scenario()
+
+
+# Built last: the link model's fragments (above) are part of the one schema.
+SCENARIO_SCHEMA: dict[str, Any] = _build_schema()
+_VALIDATOR = jsonschema.Draft7Validator(SCENARIO_SCHEMA)
+_ALL_KEYS = sorted(_property_names(SCENARIO_SCHEMA))

@@ -392,6 +392,11 @@ class PacketEngine:
         if self._loss_override and (self._loss_until is None or wall < self._loss_until):
             if direction in self._loss_override:
                 return self._loss_override[direction]
+        # A route with the link model (a terminal model or a replayed trace) brings its own loss,
+        # per direction and by position in the slot: it replaces the configured default.
+        profile = self.link.profile
+        if profile is not None and profile.loss:
+            return 100.0 * profile.loss_at(wall)
         return self.config.loss_percent(direction)
 
     # --- the thread --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from skyhaul.runtime.settings import Settings
 from skyhaul.terminal.packet import PacketEngine
 from skyhaul.terminal.packet_plane import PacketPlane, PacketPlaneSettings, data_plane_from_env
 from skyhaul.terminal.relay import TerminalRelay
+from skyhaul.terminal.route_model import link_model_fields
 from skyhaul.terminal.shaping import Direction, EmulatedLink, LinkProfile
 from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
 
@@ -72,6 +73,8 @@ def profile_from_route(route: route_pb2.Route, clock: EmulationClock) -> LinkPro
         downlink_bps=route.capacity_down_mbps * 1e6 if route.capacity_down_mbps > 0 else None,
         valid_until=valid_until,
         stalls=stalls,
+        # The route's link model (terminal model or replayed trace), as the links service computed it.
+        **link_model_fields(route, clock),
     )
 
 

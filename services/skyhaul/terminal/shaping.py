@@ -17,6 +17,7 @@ Two time bases meet here, on purpose:
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import time
@@ -82,6 +83,16 @@ class LinkProfile:
     rate limit. Past ``valid_until`` (if set) the link counts as down until a newer profile comes:
     the terminal keeps applying the last known route only until it expires. During each handover
     stall ``(start_unix, duration_s)`` traffic is held.
+
+    The link model's additions (``core.latency``: access, per-slot offset, jitter; or a replayed
+    trace) come as a step function: ``uplink_extra_s[k]`` holds from ``extra_times[k]`` (wall,
+    increasing) to the next (the first before, the last after); the reconfiguration ``spike``
+    ``(slot start, height s, delay s, decay s)``, all wall, is evaluated exactly on top. They go
+    on the uplink only:
+    the downlink keeps the smooth propagation delay, so a round trip started at t on either side
+    takes the model's RTT at t (to the floor's change during the trip, microseconds), whatever the
+    jitter does meanwhile. ``loss`` is, on the same grid, the probability that a packet sent in one
+    direction is lost (a round trip is lost with the model's probability).
     """
 
     available: bool = True
@@ -92,6 +103,10 @@ class LinkProfile:
     downlink_bps: float | None = None
     valid_until: float | None = None
     stalls: Sequence[tuple[float, float]] = ()
+    extra_times: Sequence[float] = ()
+    uplink_extra_s: Sequence[float] = ()
+    loss: Sequence[float] = ()
+    spike: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.available, bool | np.bool_):
@@ -122,6 +137,23 @@ class LinkProfile:
             if duration < 0:
                 raise InvalidArgument(f"stalls[{index}].duration_s: {duration!r} must be >= 0 s")
             stalls.append((start, duration))
+        times = np.asarray(self.extra_times, dtype=np.float64).reshape(-1)
+        extra = np.asarray(self.uplink_extra_s, dtype=np.float64).reshape(-1)
+        loss = np.asarray(self.loss, dtype=np.float64).reshape(-1)
+        if extra.size != times.size or (loss.size and loss.size != times.size):
+            raise InvalidArgument("extra_times, uplink_extra_s and loss must have one value per time")
+        if not (np.all(np.isfinite(times)) and np.all(np.diff(times) >= 0) and np.all(np.isfinite(extra))):
+            raise InvalidArgument("extra_times must increase and uplink_extra_s be finite")
+        if loss.size and not np.all((loss >= 0) & (loss <= 1)):
+            raise InvalidArgument("loss: every value must be a probability in [0, 1]")
+        if self.spike is not None:
+            spike = tuple(_finite("spike", v) for v in self.spike)
+            if len(spike) != 4 or spike[3] <= 0:
+                raise InvalidArgument("spike: (slot start, height s, delay s, decay s > 0)")
+            object.__setattr__(self, "spike", spike)
+        object.__setattr__(self, "extra_times", tuple(times.tolist()))
+        object.__setattr__(self, "uplink_extra_s", tuple(extra.tolist()))
+        object.__setattr__(self, "loss", tuple(loss.tolist()))
         # Normalised copies: a tuple of floats is the fastest thing to index on the hot path.
         object.__setattr__(self, "available", bool(self.available))
         object.__setattr__(self, "delays_s", tuple(delays.tolist()))
@@ -168,6 +200,30 @@ class LinkProfile:
         index = int(position)
         fraction = position - index
         return delays[index] + (delays[index + 1] - delays[index]) * fraction
+
+    def _step_index(self, at: float) -> int:
+        index = bisect.bisect_right(self.extra_times, at) - 1
+        return index if index > 0 else 0
+
+    def direction_delay_at(self, direction: Direction, at: float) -> float:
+        """One-way delay of ``direction`` at ``at``: the interpolated delay, plus the link model's
+        additions on the uplink."""
+        delay = self.delay_at(at)
+        if direction is Direction.UPLINK:
+            if self.uplink_extra_s:
+                delay += self.uplink_extra_s[self._step_index(at)]
+            if self.spike is not None:
+                start, height, spike_delay, decay = self.spike
+                since = at - start - spike_delay
+                if since >= 0.0:
+                    delay += height * math.exp(-since / decay)
+            if delay < 0.0:
+                delay = 0.0
+        return delay
+
+    def loss_at(self, at: float) -> float:
+        """Probability that a packet sent at ``at`` in one direction is lost (the link model's)."""
+        return self.loss[self._step_index(at)] if self.loss else 0.0
 
     def rate_bps(self, direction: Direction) -> float | None:
         return self.uplink_bps if direction is Direction.UPLINK else self.downlink_bps
@@ -384,8 +440,15 @@ class EmulatedLink:
             return reason, None, 0.0
         profile = self._profile
         assert profile is not None
-        delay = profile.delay_at(at) + self._overrides.extra_delay_at(at)
+        delay = profile.direction_delay_at(direction, at) + self._overrides.extra_delay_at(at)
         return None, self.rate_bps(direction, at), delay
+
+    def loss_probability(self, at: float | None = None) -> float:
+        """The route's loss probability per packet and direction at ``at`` (the link model's; the
+        packet data plane draws against it)."""
+        at = self.clock() if at is None else at
+        profile = self._profile
+        return 0.0 if profile is None else profile.loss_at(at)
 
     def next_change(self, at: float | None = None) -> float | None:
         """The first wall time after ``at`` at which the state may change by itself (a stall

@@ -78,6 +78,8 @@ class _IslModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IslMode.Value
     """bent pipe"""
     ISL_MODE_PLUS_GRID: _IslMode.ValueType  # 2
     """+grid: same plane ±1, neighbouring planes"""
+    ISL_MODE_NEAREST: _IslMode.ValueType  # 3
+    """nearest-neighbour lasers (4 ports, shortest links first)"""
 
 class IslMode(_IslMode, metaclass=_IslModeEnumTypeWrapper): ...
 
@@ -86,6 +88,8 @@ ISL_MODE_NONE: IslMode.ValueType  # 1
 """bent pipe"""
 ISL_MODE_PLUS_GRID: IslMode.ValueType  # 2
 """+grid: same plane ±1, neighbouring planes"""
+ISL_MODE_NEAREST: IslMode.ValueType  # 3
+"""nearest-neighbour lasers (4 ports, shortest links first)"""
 Global___IslMode: _TypeAlias = IslMode  # noqa: Y015
 
 @_typing.final
@@ -443,6 +447,8 @@ class RouteTimelineChunk(_message.Message):
     CAPACITY_DOWN_MBPS_FIELD_NUMBER: _builtins.int
     SATELLITE_INDEX_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
+    FLOOR_RTT_MS_FIELD_NUMBER: _builtins.int
+    LOSS_PROBABILITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -461,6 +467,14 @@ class RouteTimelineChunk(_message.Message):
     def available(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
         """one flag per sample: true = a route exists. Read this, not NaN."""
 
+    @_builtins.property
+    def floor_rtt_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """rtt_ms is the link model's round trip (scenario link_model; the floor under `propagation`);
+        floor_rtt_ms the propagation floor (space + terrestrial), loss_probability per sample.
+        """
+
+    @_builtins.property
+    def loss_probability(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
@@ -471,10 +485,12 @@ class RouteTimelineChunk(_message.Message):
         capacity_down_mbps: _abc.Iterable[_builtins.float] | None = ...,
         satellite_index: _abc.Iterable[_builtins.int] | None = ...,
         available: _abc.Iterable[_builtins.bool] | None = ...,
+        floor_rtt_ms: _abc.Iterable[_builtins.float] | None = ...,
+        loss_probability: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "rtt_ms", b"rtt_ms", "satellite_index", b"satellite_index", "start", b"start", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "floor_rtt_ms", b"floor_rtt_ms", "loss_probability", b"loss_probability", "rtt_ms", b"rtt_ms", "satellite_index", b"satellite_index", "start", b"start", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,6 +510,9 @@ class RoutePredictionSummary(_message.Message):
     OUTAGES_FIELD_NUMBER: _builtins.int
     LONGEST_OUTAGE_S_FIELD_NUMBER: _builtins.int
     COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    EXPECTED_LOSS_FIELD_NUMBER: _builtins.int
+    FLOOR_RTT_P50_MS_FIELD_NUMBER: _builtins.int
+    LINK_MODEL_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     availability: _builtins.float
     """fraction of samples with a route"""
@@ -504,6 +523,12 @@ class RoutePredictionSummary(_message.Message):
     handovers: _builtins.int
     longest_outage_s: _builtins.float
     compute_seconds: _builtins.float
+    expected_loss: _builtins.float
+    """mean loss probability over the samples with a route"""
+    floor_rtt_p50_ms: _builtins.float
+    """median of the propagation floor (the model's RTT is rtt_p50_ms)"""
+    link_model: _builtins.str
+    """"calibrated", "propagation" or "replay" """
     @_builtins.property
     def outages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeWindow]: ...
     def __init__(
@@ -519,10 +544,13 @@ class RoutePredictionSummary(_message.Message):
         outages: _abc.Iterable[_common_pb2.TimeWindow] | None = ...,
         longest_outage_s: _builtins.float = ...,
         compute_seconds: _builtins.float = ...,
+        expected_loss: _builtins.float = ...,
+        floor_rtt_p50_ms: _builtins.float = ...,
+        link_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "compute_seconds", b"compute_seconds", "handovers", b"handovers", "longest_outage_s", b"longest_outage_s", "outages", b"outages", "rtt_max_ms", b"rtt_max_ms", "rtt_min_ms", b"rtt_min_ms", "rtt_p50_ms", b"rtt_p50_ms", "rtt_p95_ms", b"rtt_p95_ms", "samples", b"samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "compute_seconds", b"compute_seconds", "expected_loss", b"expected_loss", "floor_rtt_p50_ms", b"floor_rtt_p50_ms", "handovers", b"handovers", "link_model", b"link_model", "longest_outage_s", b"longest_outage_s", "outages", b"outages", "rtt_max_ms", b"rtt_max_ms", "rtt_min_ms", b"rtt_min_ms", "rtt_p50_ms", b"rtt_p50_ms", "rtt_p95_ms", b"rtt_p95_ms", "samples", b"samples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

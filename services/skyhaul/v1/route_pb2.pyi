@@ -52,7 +52,7 @@ class _SegmentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SegmentKi
     SEGMENT_KIND_DOWNLINK: _SegmentKind.ValueType  # 3
     """satellite -> gateway"""
     SEGMENT_KIND_FIBRE: _SegmentKind.ValueType  # 4
-    """gateway -> region"""
+    """gateway -> region (through the terminal's PoP with a ground preset)"""
 
 class SegmentKind(_SegmentKind, metaclass=_SegmentKindEnumTypeWrapper): ...
 
@@ -64,7 +64,7 @@ SEGMENT_KIND_ISL: SegmentKind.ValueType  # 2
 SEGMENT_KIND_DOWNLINK: SegmentKind.ValueType  # 3
 """satellite -> gateway"""
 SEGMENT_KIND_FIBRE: SegmentKind.ValueType  # 4
-"""gateway -> region"""
+"""gateway -> region (through the terminal's PoP with a ground preset)"""
 Global___SegmentKind: _TypeAlias = SegmentKind  # noqa: Y015
 
 @_typing.final
@@ -186,6 +186,10 @@ class Route(_message.Message):
     DELAY_SAMPLES_MS_FIELD_NUMBER: _builtins.int
     HANDOVER_STALL_FIELD_NUMBER: _builtins.int
     SAMPLE_AVAILABLE_FIELD_NUMBER: _builtins.int
+    TERMINAL_MODEL_FIELD_NUMBER: _builtins.int
+    RTT_SAMPLES_MS_FIELD_NUMBER: _builtins.int
+    LOSS_PROBABILITY_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
     data_center_id: _builtins.str
     region_id: _builtins.str
     available: _builtins.bool
@@ -225,6 +229,25 @@ class Route(_message.Message):
     def sample_available(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
         """One flag per delay sample: true = a route exists at that sample. Read this, not NaN."""
 
+    @_builtins.property
+    def terminal_model(self) -> Global___TerminalLinkModel:
+        """What the terminal adds to the space path (skyhaul.core.latency): the model's parameters, which
+        the terminal evaluates with the same core function at any time (10 ms jitter ticks), so the
+        run, a prediction and a replay agree exactly. Unset = propagation only (older links services).
+        """
+
+    @_builtins.property
+    def rtt_samples_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per delay sample: the round trip the model gives (floor + access + offset + jitter + spike; NaN
+        where there is no route) and the probability that a packet sent then is lost.
+        """
+
+    @_builtins.property
+    def loss_probability(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def replay(self) -> Global___ReplaySamples:
+        """The data center's link driven by a recorded trace (scenario `replay:`), for this slot."""
+
     def __init__(
         self,
         *,
@@ -244,11 +267,164 @@ class Route(_message.Message):
         delay_samples_ms: _abc.Iterable[_builtins.float] | None = ...,
         handover_stall: _duration_pb2.Duration | None = ...,
         sample_available: _abc.Iterable[_builtins.bool] | None = ...,
+        terminal_model: Global___TerminalLinkModel | None = ...,
+        rtt_samples_ms: _abc.Iterable[_builtins.float] | None = ...,
+        loss_probability: _abc.Iterable[_builtins.float] | None = ...,
+        replay: Global___ReplaySamples | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handover_stall", b"handover_stall", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handover_stall", b"handover_stall", "replay", b"replay", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot", "terminal_model", b"terminal_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "data_center_id", b"data_center_id", "delay_samples_ms", b"delay_samples_ms", "first_satellite_index", b"first_satellite_index", "gateway_id", b"gateway_id", "handover_stall", b"handover_stall", "hops", b"hops", "one_way_delay_ms", b"one_way_delay_ms", "region_id", b"region_id", "sample_available", b"sample_available", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "available", b"available", "capacity_down_mbps", b"capacity_down_mbps", "capacity_up_mbps", b"capacity_up_mbps", "data_center_id", b"data_center_id", "delay_samples_ms", b"delay_samples_ms", "first_satellite_index", b"first_satellite_index", "gateway_id", b"gateway_id", "handover_stall", b"handover_stall", "hops", b"hops", "loss_probability", b"loss_probability", "one_way_delay_ms", b"one_way_delay_ms", "region_id", b"region_id", "replay", b"replay", "rtt_samples_ms", b"rtt_samples_ms", "sample_available", b"sample_available", "samples_start", b"samples_start", "samples_step", b"samples_step", "slot", b"slot", "terminal_model", b"terminal_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class PathProfile(_message.Message):
+    """One path kind's parameters (bent pipe or laser); see skyhaul.core.latency.PathProfile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_MS_FIELD_NUMBER: _builtins.int
+    OFFSET_LOW_MEAN_MS_FIELD_NUMBER: _builtins.int
+    OFFSET_HIGH_PROB_FIELD_NUMBER: _builtins.int
+    OFFSET_HIGH_MIN_MS_FIELD_NUMBER: _builtins.int
+    OFFSET_HIGH_MEAN_MS_FIELD_NUMBER: _builtins.int
+    OFFSET_KEEP_PROB_FIELD_NUMBER: _builtins.int
+    JITTER_SHAPE_FIELD_NUMBER: _builtins.int
+    JITTER_SCALE_MS_FIELD_NUMBER: _builtins.int
+    SPIKE_HEIGHT_MS_FIELD_NUMBER: _builtins.int
+    SPIKE_DELAY_S_FIELD_NUMBER: _builtins.int
+    SPIKE_DECAY_S_FIELD_NUMBER: _builtins.int
+    LOSS_BASE_FIELD_NUMBER: _builtins.int
+    LOSS_BOUNDARY_FIELD_NUMBER: _builtins.int
+    LOSS_BEFORE_S_FIELD_NUMBER: _builtins.int
+    LOSS_AFTER_S_FIELD_NUMBER: _builtins.int
+    access_ms: _builtins.float
+    offset_low_mean_ms: _builtins.float
+    offset_high_prob: _builtins.float
+    offset_high_min_ms: _builtins.float
+    offset_high_mean_ms: _builtins.float
+    offset_keep_prob: _builtins.float
+    jitter_shape: _builtins.float
+    jitter_scale_ms: _builtins.float
+    spike_height_ms: _builtins.float
+    spike_delay_s: _builtins.float
+    spike_decay_s: _builtins.float
+    loss_base: _builtins.float
+    loss_boundary: _builtins.float
+    loss_before_s: _builtins.float
+    loss_after_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        access_ms: _builtins.float = ...,
+        offset_low_mean_ms: _builtins.float = ...,
+        offset_high_prob: _builtins.float = ...,
+        offset_high_min_ms: _builtins.float = ...,
+        offset_high_mean_ms: _builtins.float = ...,
+        offset_keep_prob: _builtins.float = ...,
+        jitter_shape: _builtins.float = ...,
+        jitter_scale_ms: _builtins.float = ...,
+        spike_height_ms: _builtins.float = ...,
+        spike_delay_s: _builtins.float = ...,
+        spike_decay_s: _builtins.float = ...,
+        loss_base: _builtins.float = ...,
+        loss_boundary: _builtins.float = ...,
+        loss_before_s: _builtins.float = ...,
+        loss_after_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_ms", b"access_ms", "jitter_scale_ms", b"jitter_scale_ms", "jitter_shape", b"jitter_shape", "loss_after_s", b"loss_after_s", "loss_base", b"loss_base", "loss_before_s", b"loss_before_s", "loss_boundary", b"loss_boundary", "offset_high_mean_ms", b"offset_high_mean_ms", "offset_high_min_ms", b"offset_high_min_ms", "offset_high_prob", b"offset_high_prob", "offset_keep_prob", b"offset_keep_prob", "offset_low_mean_ms", b"offset_low_mean_ms", "spike_decay_s", b"spike_decay_s", "spike_delay_s", b"spike_delay_s", "spike_height_ms", b"spike_height_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PathProfile: _TypeAlias = PathProfile  # noqa: Y015
+
+@_typing.final
+class TerminalLinkModel(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    TERMINAL_ID_FIELD_NUMBER: _builtins.int
+    LASER_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    SLOT_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    SLOT_OFFSET_S_FIELD_NUMBER: _builtins.int
+    JITTER_TICK_S_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"calibrated" | "propagation" """
+    seed: _builtins.int
+    """the scenario's link_model.seed"""
+    terminal_id: _builtins.str
+    """the data center id (the random parts are keyed by it)"""
+    laser: _builtins.bool
+    """the path uses inter-satellite links: the laser profile applies"""
+    slot_interval_s: _builtins.float
+    slot_offset_s: _builtins.float
+    jitter_tick_s: _builtins.float
+    @_builtins.property
+    def profile(self) -> Global___PathProfile: ...
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        seed: _builtins.int = ...,
+        terminal_id: _builtins.str = ...,
+        laser: _builtins.bool = ...,
+        profile: Global___PathProfile | None = ...,
+        slot_interval_s: _builtins.float = ...,
+        slot_offset_s: _builtins.float = ...,
+        jitter_tick_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jitter_tick_s", b"jitter_tick_s", "laser", b"laser", "mode", b"mode", "profile", b"profile", "seed", b"seed", "slot_interval_s", b"slot_interval_s", "slot_offset_s", b"slot_offset_s", "terminal_id", b"terminal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalLinkModel: _TypeAlias = TerminalLinkModel  # noqa: Y015
+
+@_typing.final
+class ReplaySamples(_message.Message):
+    """RTTs of a recorded trace mapped to the scenario's clock: from samples_start + offset_s[k] until
+    the next probe the round trip is rtt_ms[k] (a lost probe holds the last reply's RTT) and, where
+    lost[k], packets are lost.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLES_START_FIELD_NUMBER: _builtins.int
+    OFFSET_S_FIELD_NUMBER: _builtins.int
+    RTT_MS_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """the trace file's name"""
+    @_builtins.property
+    def samples_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def offset_s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def rtt_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def lost(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
+    def __init__(
+        self,
+        *,
+        samples_start: _timestamp_pb2.Timestamp | None = ...,
+        offset_s: _abc.Iterable[_builtins.float] | None = ...,
+        rtt_ms: _abc.Iterable[_builtins.float] | None = ...,
+        lost: _abc.Iterable[_builtins.bool] | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["samples_start", b"samples_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lost", b"lost", "offset_s", b"offset_s", "rtt_ms", b"rtt_ms", "samples_start", b"samples_start", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaySamples: _TypeAlias = ReplaySamples  # noqa: Y015

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.link_checks import check_against_trace as _check
 from support.shared_data import shared_data
 
 from skyhaul.core.calibrate import calibrate, compare, link_floor_ms, model_at_trace_times
@@ -25,9 +26,6 @@ VICTORIA = (48.43, -123.37)
 SEYCHELLES = (-4.68, 55.49)
 VICTORIA_TRACES = ("vic_20240910_ping.csv", "vic_20241218_ping.csv", "vic_20250415_ping.txt")
 LASER_TRACE = "sey_20240812_ping.txt"
-# A KS distance between step distributions means little with a handful of boundaries (the
-# 67 s 2025 log spans 3): it is asserted where the trace has at least this many.
-MIN_STEPS_FOR_KS = 8
 
 
 def _floor_ms(trace, site, gateway_name, isl):
@@ -48,24 +46,6 @@ def _floor_ms(trace, site, gateway_name, isl):
     )
     space = link_floor_ms(model, "dish", "at-gw", trace.t_unix)
     return space + terrestrial_rtt_ms(gateway.lat_deg, gateway.lon_deg, pop.lat_deg, pop.lon_deg)
-
-
-def _check(comparison, what):
-    trace_q = dict(zip(comparison.quantiles, comparison.trace_rtt_ms, strict=True))
-    model_q = dict(zip(comparison.quantiles, comparison.model_rtt_ms, strict=True))
-    assert abs(model_q[0.5] / trace_q[0.5] - 1) <= 0.15, (
-        f"{what}: median {model_q[0.5]:.1f} vs {trace_q[0.5]:.1f}"
-    )
-    assert abs(model_q[0.95] / trace_q[0.95] - 1) <= 0.25, (
-        f"{what}: p95 {model_q[0.95]:.1f} vs {trace_q[0.95]:.1f}"
-    )
-    if comparison.trace_steps_ms.size >= MIN_STEPS_FOR_KS:
-        assert comparison.steps_ks <= 0.3, f"{what}: slot-step KS {comparison.steps_ks:.2f}"
-    if np.isfinite(comparison.trace_loss):
-        ratio = comparison.model_loss / comparison.trace_loss
-        assert 1 / 1.5 <= ratio <= 1.5, (
-            f"{what}: loss {comparison.model_loss:.4f} vs {comparison.trace_loss:.4f}"
-        )
 
 
 @pytest.fixture(scope="module")
