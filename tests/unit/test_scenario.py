@@ -125,6 +125,7 @@ def test_load_names_the_file_and_field(tmp_path):
 def test_tle_file_is_relative_to_the_scenario(tmp_path):
     (tmp_path / "sats.tle").write_text(_valid_tle_lines())
     data = scenario(constellation={"tle_file": "sats.tle", "name_filter": "STARLINK-*"})
+    data["scheduler"] = {**data.get("scheduler", {}), "isl": "none"}  # two satellites make no +grid
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_scenario(path).constellation.tle_file == str(tmp_path / "sats.tle")
@@ -311,7 +312,9 @@ def test_a_bad_tle_file_names_the_file_and_line_and_does_not_echo_it(tmp_path):
     lines[4] = lines[4][:30] + "X" + lines[4][31:]  # second set's line 1: bad field and checksum
     tle.write_text("\n".join(lines) + "\n")
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(scenario(constellation={"tle_file": "sats.tle"})))
+    data = scenario(constellation={"tle_file": "sats.tle"})
+    data["scheduler"] = {**data.get("scheduler", {}), "isl": "none"}  # two satellites make no +grid
+    path.write_text(yaml.safe_dump(data))
     with pytest.raises(ScenarioError, match=r"^s\.yaml: constellation\.tle_file: .*sats\.tle, line 5: "):
         load_scenario(path)
     # A file that is not a catalogue at all (a secret, say) is not repeated back.
@@ -325,7 +328,8 @@ def test_a_bad_tle_file_names_the_file_and_line_and_does_not_echo_it(tmp_path):
         load_scenario(path)
     # skip_invalid keeps the good sets.
     tle.write_text("\n".join(lines) + "\n")
-    path.write_text(yaml.safe_dump(scenario(constellation={"tle_file": "sats.tle", "skip_invalid": True})))
+    data["constellation"]["skip_invalid"] = True
+    path.write_text(yaml.safe_dump(data))
     assert load_scenario(path).constellation.skip_invalid
 
 

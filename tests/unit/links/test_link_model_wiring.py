@@ -69,7 +69,7 @@ def test_link_model_defaults_follow_the_constellation():
     assert starlink.link_model.params.mode == "calibrated"
     assert starlink.link_model.params.bent_pipe == STARLINK.bent_pipe
     o3b = victoria_scenario()
-    o3b["constellation"] = {"preset": "o3b"}
+    o3b["constellation"] = {"preset": "o3b-meo"}
     o3b["link_model"] = {}
     assert parse_scenario(o3b).link_model.params.mode == "propagation"
 
