@@ -43,6 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from skyhaul.runtime.telemetry import trace_verbose
 from skyhaul.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ class EventSubscriber:
         self._from_snapshot = after_sequence is None
         self._last = after_sequence or 0
         self._tracer = _tracer(tracer_provider)
+        self._span_per_event = trace_verbose()  # a receive span per event only when asked
         self._on_connection_change = on_connection_change
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -509,6 +511,8 @@ class EventSubscriber:
 
     def _received(self, event: events_pb2.LinkEvent) -> tuple[events_pb2.LinkEvent, Context]:
         parent = propagate.extract(dict(event.trace_context), context=Context())
+        if not self._span_per_event:
+            return event, parent  # the publisher's context, so work done for the event joins its trace
         span = self._tracer.start_span(
             f"receive {self.channel}",
             context=parent,
