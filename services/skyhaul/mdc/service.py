@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 from google.protobuf import duration_pb2
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from skyhaul.contract.blobs import validate_container_name
 from skyhaul.mdc.link import LinkWatcher
@@ -201,7 +202,9 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             raise InvalidArgument(
                 f"metadata key {CONTENT_TYPE_METADATA_KEY!r} is reserved; use the content_type field"
             )
-        return await asyncio.to_thread(store.begin_put, header.key, priority, metadata, header.content_type)
+        return await asyncio.to_thread(
+            store.begin_put, header.key, priority, metadata, header.content_type, current_traceparent()
+        )
 
     async def GetObject(self, request, context) -> AsyncIterator[mdc_pb2.GetObjectResponse]:
         store = self._app.require_store()
@@ -300,6 +303,15 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         await app.workload.set(workload)
         log.info("workload set", extra={"skyhaul.workload": str(workload)})
         return mdc_pb2.SetWorkloadResponse(workload=workload_message(workload))
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span (the PutObject's), "" outside a recorded trace."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return ""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent", "")
 
 
 def _write_all(handle, chunks: list[bytes]) -> None:
