@@ -404,9 +404,9 @@ class SyncWorker:
     async def _note_dish(self, span) -> None:
         """Record what the dish applies as the object starts, so its trace shows the link it crossed.
 
-        The dish's own up/down is an instant's (false during the tens of ms of a handover stall,
-        exactly when an object starts on a link coming up): it goes under skyhaul.terminal.link_up;
-        skyhaul.link_up is the data center's view of the link (see `link_attributes`).
+        The dish's own up/down is an instant's (false during the tens of ms of a handover stall):
+        it goes under skyhaul.dish.link_up; skyhaul.link_up is the data center's view of the
+        link (see `link_attributes`), which the worker obeys.
         """
         if self._terminal is None:
             return
@@ -415,8 +415,8 @@ class SyncWorker:
         except grpc.aio.AioRpcError as exc:  # the dish is optional for syncing: note it and go on
             span.set_attribute("skyhaul.terminal_error", exc.code().name)
             return
-        span.set_attribute("skyhaul.terminal.link_up", stats.link_up)
-        span.set_attribute("skyhaul.terminal.satellite", stats.satellite_index)
+        span.set_attribute("skyhaul.dish.link_up", stats.link_up)
+        span.set_attribute("skyhaul.dish.satellite", stats.satellite_index)
         span.set_attribute("skyhaul.uplink_delay_ms", stats.uplink.current_delay_ms)
         span.set_attribute("skyhaul.uplink_rate_mbps", stats.uplink.current_rate_mbps)
 
