@@ -1,11 +1,12 @@
 """The sync span of a real `skyhaul serve mdc`, exported to a real OTLP/gRPC receiver, against a
 real region and link events published on a real Redis.
 
-Issue 14: a sync span said link_up=false while syncing over satellite 372. The route of that slot
-had run out of delay samples (372 set before the slot ended): the dish held traffic from then on,
-but the data center kept its view up for the stale grace and synced into the dead link. Now the
-data center's view goes down when the route says its satellite sets, nothing starts until the next
-route, and the span's skyhaul.link_up / skyhaul.satellite are that view."""
+Issue 14: a sync span said link_up=false while syncing over satellite 372. skyhaul.link_up came
+from the dish's state at that instant (down in a handover stall, before it applies a route just
+published, after its satellite set), not from the link the sync obeys. Now it is the data center's
+view, and that view ends exactly when the route says its satellite sets, as the dish's does: the
+links service's link_status event for that instant is no longer needed on time (without it the
+view stayed up for the stale grace, 1 s, and the data center synced into the dead link)."""
 
 from __future__ import annotations
 

@@ -122,9 +122,10 @@ def test_terminal_and_mdc_views_of_the_link_expire_at_the_same_instant() -> None
 
 
 def test_when_the_satellite_sets_before_the_slot_ends_dish_and_mdc_go_down_together() -> None:
-    """Issue 14: a sync span said link_up=false while syncing over satellite 372: the route's delay
-    samples turned NaN (372 set) and the dish held traffic from then on, but the data center went
-    on syncing: its view stayed up until the stale grace ran out, past the next slot at speed 15."""
+    """The route's delay samples turn NaN (372 sets): the dish holds traffic from that instant on.
+    The data center's view must end at the same instant from the route alone, not only once the
+    links service's link_status for it arrives (late or lost, the view stayed up for the stale grace
+    and the data center synced into the dead link, its span saying link_up=false over 372)."""
     wall = FakeWall(100.0)
     clock = EmulationClock(EPOCH, 15.0, 100.0, wall=wall)  # the seed scenario's speed: 1 s wall a slot
     settings = Settings.from_env("terminal", {"SKYHAUL_DATA_CENTER_ID": DC})
