@@ -363,7 +363,8 @@ async def test_a_subscriber_from_the_snapshot_gets_the_state_then_what_follows(r
     assert (second.sequence, second.link_status.data_center_id) == (3, "dc-3")
 
 
-async def test_one_trace_spans_publisher_and_consumer(redis_url):
+async def test_one_trace_spans_publisher_and_consumer(redis_url, monkeypatch):
+    monkeypatch.setenv("SKYHAUL_TRACE_VERBOSE", "1")  # a receive span per event is asked for
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -397,6 +398,45 @@ async def test_one_trace_spans_publisher_and_consumer(redis_url):
     assert apply.parent.span_id == receive.context.span_id
     assert publish.kind == trace.SpanKind.PRODUCER and receive.kind == trace.SpanKind.CONSUMER
     assert publish.attributes["skyhaul.sequence"] == receive.attributes["skyhaul.sequence"] == sequence
+
+
+async def test_without_verbose_tracing_no_span_per_received_event_but_work_joins_the_trace(
+    redis_url, monkeypatch
+):
+    monkeypatch.delenv("SKYHAUL_TRACE_VERBOSE", raising=False)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    async with (
+        EventPublisher(redis_url, tracer_provider=provider) as publisher,
+        EventSubscriber(redis_url, tracer_provider=provider) as subscriber,
+    ):
+
+        async def handle(count: int) -> None:
+            async for _event, context in subscriber.events_with_context():
+                with tracer.start_as_current_span("apply route", context=context):
+                    pass
+                count -= 1
+                if not count:
+                    return
+
+        consumer = asyncio.create_task(handle(3))
+        await wait_until(lambda: subscriber.connected)
+        with tracer.start_as_current_span("slot 12"):
+            for n in range(3):
+                await publisher.publish(status_event(f"dc-{n}"))
+        async with asyncio.timeout(SAFETY_TIMEOUT):
+            await consumer
+    provider.shutdown()
+
+    spans = exporter.get_finished_spans()
+    assert not [span for span in spans if span.kind == trace.SpanKind.CONSUMER]
+    publishes = {span.context.span_id for span in spans if span.name == "publish skyhaul.v1.link-events"}
+    applies = [span for span in spans if span.name == "apply route"]
+    assert len(publishes) == len(applies) == 3
+    assert {span.parent.span_id for span in applies} == publishes
 
 
 async def test_redis_ping_tells_a_live_server_from_a_closed_port(redis_url):

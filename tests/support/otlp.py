@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ReceivedLink:
+    trace_id: str
+    span_id: str
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,16 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     kind: int
+    attributes: dict = field(default_factory=dict, compare=False, hash=False)
+    links: tuple[ReceivedLink, ...] = ()
+
+
+def _value(any_value):
+    """An OTLP AnyValue as the Python value it carries (scalars; arrays as tuples)."""
+    which = any_value.WhichOneof("value")
+    if which == "array_value":
+        return tuple(_value(v) for v in any_value.array_value.values)
+    return None if which is None else getattr(any_value, which)
 
 
 class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -46,6 +62,11 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
                                 span.span_id.hex(),
                                 span.parent_span_id.hex(),
                                 span.kind,
+                                {a.key: _value(a.value) for a in span.attributes},
+                                tuple(
+                                    ReceivedLink(link.trace_id.hex(), link.span_id.hex())
+                                    for link in span.links
+                                ),
                             )
                         )
         return trace_service_pb2.ExportTraceServiceResponse()

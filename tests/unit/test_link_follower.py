@@ -11,7 +11,7 @@ import time
 import pytest
 from google.protobuf import duration_pb2
 
-from skyhaul.mdc.link import STALE_REASON, LinkWatcher
+from skyhaul.mdc.link import SET_REASON, STALE_REASON, LinkWatcher
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.link_follower import GRACE_SLOTS, STALE_AFTER_S, LinkFollower
 from skyhaul.runtime.scenario import default_scenario
@@ -119,6 +119,45 @@ def test_terminal_and_mdc_views_of_the_link_expire_at_the_same_instant() -> None
     feed.follower.apply(event)
     watcher.apply(event)
     assert not feed.stale and dish.is_up() and watcher.up and [c.up for c in changes] == [False, True]
+
+
+def test_when_the_satellite_sets_before_the_slot_ends_dish_and_mdc_go_down_together() -> None:
+    """The route's delay samples turn NaN (372 sets): the dish holds traffic from that instant on.
+    The data center's view must end at the same instant from the route alone, not only once the
+    links service's link_status for it arrives (late or lost, the view stayed up for the stale grace
+    and the data center synced into the dead link, its span saying link_up=false over 372)."""
+    wall = FakeWall(100.0)
+    clock = EmulationClock(EPOCH, 15.0, 100.0, wall=wall)  # the seed scenario's speed: 1 s wall a slot
+    settings = Settings.from_env("terminal", {"SKYHAUL_DATA_CENTER_ID": DC})
+    dish = EmulatedLink(clock=wall)
+    feed = RouteFeed(settings, clock, dish)
+    watcher = LinkWatcher(LinkFollower(DC, HOME, clock))
+    changes = []
+    watcher.on_change(changes.append)
+
+    route = make_route(clock.now(), slot_s=15.0)
+    route.first_satellite_index = 372
+    route.delay_samples_ms[:] = [20.0] * 6 + [float("nan")] * 10  # sets 6 emulated s into the slot
+    event = changed(1, route)
+    feed.follower.apply(event)
+    watcher.apply(event)
+    sets_at = clock.to_wall(clock.now() + 6.0)
+    assert watcher.follower.ends_at == pytest.approx(sets_at)
+
+    wall.now = sets_at - 1e-6
+    assert dish.is_up() and watcher.up and watcher.view.satellite_index == 372
+    wall.now = sets_at + 1e-6
+    assert dish.down_reason() is DownReason.ROUTE_EXPIRED
+    view = watcher.view
+    assert not view.up and view.reason == SET_REASON and view.satellite_index == -1
+    assert watcher.follower.up() is False and not watcher.follower.stale()  # ended, not stale
+    assert [c.up for c in changes] == [False]
+
+    event = changed(2, make_route(clock.now() + 9.0, slot_s=15.0))  # the next slot, a new satellite
+    feed.follower.apply(event)
+    watcher.apply(event)
+    assert dish.is_up() and watcher.up and watcher.follower.ends_at is None
+    assert [c.up for c in changes] == [False, True]
 
 
 def test_a_link_never_named_stays_assumed_up_at_the_mdc_however_long() -> None:

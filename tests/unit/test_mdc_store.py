@@ -455,8 +455,8 @@ def test_an_outbox_of_schema_1_moves_content_types_into_their_column(tmp_path: P
             assert store.read_range(key, 0, len(data) + 1) == data
         put(store, "new", b"after the migration", content_type="text/plain")
     with sqlite3.connect(root / "outbox.sqlite3") as db:
-        # Migrated all the way: schema 2 moved the content type, schema 3 added `released`.
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        # Migrated all the way: 2 moved the content type, 3 added `released`, 4 `traceparent`.
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         assert db.execute("SELECT COUNT(*) FROM released").fetchone() == (0,)
         assert db.execute(
             "SELECT COUNT(*) FROM objects WHERE metadata LIKE '%skyhaul_content_type%'"
@@ -465,6 +465,52 @@ def test_an_outbox_of_schema_1_moves_content_types_into_their_column(tmp_path: P
         assert store.get("typed").content_type == "application/x-lidar"
         assert store.get("new").content_type == "text/plain"
         assert store.outbox.totals().objects == 4
+
+
+# Schema version 2, verbatim: version 1 plus the content_type column.
+SCHEMA_2 = SCHEMA_1.replace(
+    "    metadata        TEXT NOT NULL,\n",
+    "    metadata        TEXT NOT NULL,\n    content_type    TEXT NOT NULL DEFAULT '',\n",
+).replace("PRAGMA user_version=1;", "PRAGMA user_version=2;")
+
+
+def test_an_outbox_of_schema_2_gets_an_empty_traceparent_and_loses_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "mdc"
+    (root / "tmp").mkdir(parents=True)
+    data = b"queued before the upgrade"
+    file_id = "ab" + "c" * 30
+    (root / "objects" / "ab").mkdir(parents=True)
+    (root / "objects" / "ab" / file_id).write_bytes(data)
+    db = sqlite3.connect(root / "outbox.sqlite3")
+    db.executescript(SCHEMA_2)
+    db.execute(
+        "INSERT INTO objects (key, file_id, size, sha256, priority, priority_rank, created_unix, metadata,"
+        " content_type, state) VALUES ('old', ?, ?, ?, 'telemetry', 0, 1.6e9, '{\"n\": \"1\"}', 'text/plain',"
+        " 'pending')",
+        (file_id, len(data), hashlib.sha256(data).hexdigest()),
+    )
+    db.commit()
+    db.close()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with ObjectStore(root) as store:
+        old = store.get("old")
+        assert (old.traceparent, old.content_type, old.metadata, old.state) == (
+            "",
+            "text/plain",
+            {"n": "1"},
+            "pending",
+        )
+        assert store.read_range("old", 0, 100) == data
+        handle = store.begin_put("new", "bulk", traceparent=traceparent)
+        handle.write(b"after the upgrade")
+        handle.finish()
+        with pytest.raises(InvalidArgument, match="traceparent"):
+            store.outbox.add("junk", "f" * 32, 1, "0" * 64, "bulk", None, 1.0, traceparent="x" * 500)
+    with sqlite3.connect(root / "outbox.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    with ObjectStore(root) as store:  # kept across a restart, and the queue order is unchanged
+        assert store.get("new").traceparent == traceparent
+        assert [e.key for e in store.outbox.next_batch(10)] == ["old", "new"]
 
 
 def test_an_outbox_of_an_unknown_schema_is_refused_untouched(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from skyhaul.v1 import route_pb2
 log = logging.getLogger(__name__)
 
 STALE_REASON = "route stale: no news from the links service"
+SET_REASON = "the satellite sets before the next slot"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,18 +136,23 @@ class LinkWatcher:
         )
 
     def _arm_expiry(self) -> None:
-        """Wake when the route turns stale, so listeners hear of it without another event."""
+        """Wake when the route ends (its satellite sets) or turns stale, so listeners hear of it
+        without another event."""
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        wall = self._clock.wall()
+        ends = self.follower.ends_at
         expires = self.follower.expires_at
+        if ends is not None and ends > wall and (expires is None or ends < expires):
+            expires = ends  # the route's own end comes first
         if expires is None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # applied by hand outside a loop: `view` still checks the expiry when read
-        delay = max(expires - self._clock.wall(), 0.0)
+        delay = max(expires - wall, 0.0)
         # Just past the instant, so the follower agrees it has expired when the timer runs.
         self._expiry = loop.call_later(delay + 0.001, self._refresh)
 
@@ -154,6 +160,8 @@ class LinkWatcher:
         state = self._told
         if state.up and self.follower.expired():
             state = dataclasses.replace(state, up=False, satellite_index=-1, reason=STALE_REASON)
+        elif state.up and self.follower.ended():
+            state = dataclasses.replace(state, up=False, satellite_index=-1, reason=SET_REASON)
         self._set(state, self._clock.now() if at is None else at)
 
     def _set(self, state: LinkView, at: float) -> None:

@@ -214,10 +214,12 @@ class ObjectStore:
         priority: str = "bulk",
         metadata: Mapping[str, str] | None = None,
         content_type: str = "",
+        traceparent: str = "",
     ) -> PutHandle:
         """Start storing an object; feed it with `write`, then `finish` (or `abort`).
 
         Key, priority, metadata and content type are checked here, before any byte is accepted.
+        `traceparent` (W3C) names the span of the put; the outbox keeps it for the sync's trace.
         """
         validate_blob_name(key, "object key")
         validate_priority(priority)
@@ -225,7 +227,13 @@ class ObjectStore:
         content_type = validate_content_type(content_type)
         with self._disk_errors(key):
             handle = PutHandle(
-                self, key, priority, metadata, content_type, self._tmp_dir / f"{uuid.uuid4().hex}.part"
+                self,
+                key,
+                priority,
+                metadata,
+                content_type,
+                self._tmp_dir / f"{uuid.uuid4().hex}.part",
+                traceparent,
             )
         with self._lock:
             self._open_puts.add(handle)
@@ -262,6 +270,7 @@ class ObjectStore:
                 handle.metadata,
                 float(self._clock()),
                 handle.content_type,
+                handle.traceparent,
             )
         except BaseException:
             final.unlink(missing_ok=True)
@@ -360,12 +369,14 @@ class PutHandle:
         metadata: dict[str, str],
         content_type: str,
         tmp: Path,
+        traceparent: str = "",
     ) -> None:
         self._store = store
         self.key = key
         self.priority = priority
         self.metadata = metadata
         self.content_type = content_type
+        self.traceparent = traceparent
         self._tmp = tmp
         self._file: BinaryIO = open(tmp, "xb")  # closed by finish, abort or the finalizer
         self._finalizer = weakref.finalize(self, _discard_temp, self._file, tmp)

@@ -22,9 +22,10 @@ still tell whether the region keeps it, and report it as lost if not. Putting th
 supersedes that row.
 
 Schema versions (PRAGMA user_version): 1 kept an object's content type inside its metadata JSON
-under `CONTENT_TYPE_METADATA_KEY`; 2 gives it a column; 3 adds the `released` table. Opening a
-version-1 database moves every such content type into the column in one transaction (all rows or
-none), so nothing is lost; opening a version 1 or 2 database adds the table.
+under `CONTENT_TYPE_METADATA_KEY`; 2 gives it a column; 3 adds the `released` table; 4 adds
+`traceparent`, the W3C trace context of the span that put the object (empty for objects put before,
+or put outside a trace), so the sync can link its trace to the put's. Opening an older database
+migrates it step by step in one transaction (all rows or none), so nothing is lost.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ STATES: tuple[str, ...] = ("pending", "uploading", "synced", "failed")
 MAX_BATCH = 10_000
 MAX_LIST = 10_000
 MAX_BLOCK_INDEX = 99_999_999
+MAX_TRACEPARENT_CHARS = 128  # a W3C traceparent is 55; room for later versions, not for junk
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 # Where schema version 1 kept the content type, inside the metadata. Still refused as a user
 # metadata key by the servicer, so a put is accepted or refused exactly as before.
 CONTENT_TYPE_METADATA_KEY = "skyhaul_content_type"
@@ -74,6 +76,7 @@ CREATE TABLE IF NOT EXISTS objects (
     created_unix    REAL NOT NULL,
     metadata        TEXT NOT NULL,                      -- JSON object of strings
     content_type    TEXT NOT NULL DEFAULT '',
+    traceparent     TEXT NOT NULL DEFAULT '',           -- W3C trace context of the put ('' = none)
     state           TEXT NOT NULL CHECK (state IN ('pending', 'uploading', 'synced', 'failed')),
     block_size      INTEGER,                            -- fixed by the first start_upload
     bytes_confirmed INTEGER NOT NULL DEFAULT 0,         -- contiguous prefix of staged blocks
@@ -158,6 +161,7 @@ class OutboxEntry(NamedTuple):
     synced_unix: float | None
     etag: str | None
     failure_reason: str | None
+    traceparent: str = ""  # W3C traceparent of the put's span ("" = none)
 
 
 class UploadProgress(NamedTuple):
@@ -210,7 +214,7 @@ def _validate_count(value: object, what: str, maximum: int) -> int:
 
 _ENTRY_COLUMNS = (
     "key, size, sha256, priority, created_unix, state, metadata, content_type, block_size, bytes_confirmed,"
-    " bytes_sent, attempts, synced_unix, etag, failure_reason"
+    " bytes_sent, attempts, synced_unix, etag, failure_reason, traceparent"
 )
 
 
@@ -234,6 +238,11 @@ def _move_content_type_to_its_column(db: sqlite3.Connection) -> None:
             )
 
 
+def _add_traceparent_column(db: sqlite3.Connection) -> None:
+    """Schema 3 -> 4, inside the caller's transaction: objects already queued have no put trace."""
+    db.execute("ALTER TABLE objects ADD COLUMN traceparent TEXT NOT NULL DEFAULT ''")
+
+
 class Outbox:
     """The SQLite outbox. See the module docstring for states and resume."""
 
@@ -252,7 +261,7 @@ class Outbox:
             self._db.execute("PRAGMA busy_timeout=5000")
             with self._write() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, 1, 2, _SCHEMA_VERSION):
+                if version not in (0, 1, 2, 3, _SCHEMA_VERSION):
                     raise FailedPrecondition(
                         f"outbox {self._path} has schema version {version}; this build reads {_SCHEMA_VERSION}"
                     )
@@ -261,8 +270,11 @@ class Outbox:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
-                elif version == 1:
-                    _move_content_type_to_its_column(db)
+                else:
+                    if version == 1:
+                        _move_content_type_to_its_column(db)
+                    if version <= 3:
+                        _add_traceparent_column(db)
                 if version < 3:
                     for statement in _RELEASED_SCHEMA.split(";"):
                         if statement.strip():
@@ -313,16 +325,19 @@ class Outbox:
         metadata: Mapping[str, str] | None,
         created_unix: float,
         content_type: str = "",
+        traceparent: str = "",
     ) -> tuple[OutboxEntry, bool]:
         """Record a durably stored object as pending, in one transaction. Returns (entry, created).
 
         The same key with the same size and sha256 is a retried put: the existing entry comes back
-        with created=False. The same key with other content is AlreadyExists: the first stays.
+        with created=False. `traceparent` (W3C) names the span of the put, for the sync's trace. The same key with other content is AlreadyExists: the first stays.
         """
         validate_blob_name(key, "object key")
         validate_priority(priority)
         metadata = validate_metadata(metadata)
         content_type = validate_content_type(content_type)
+        if not isinstance(traceparent, str) or len(traceparent) > MAX_TRACEPARENT_CHARS:
+            raise InvalidArgument(f"traceparent must be a W3C traceparent string, got {traceparent!r}")
         with self._write() as db:
             existing = db.execute("SELECT size, sha256 FROM objects WHERE key = ?", (key,)).fetchone()
             if existing is not None:
@@ -335,7 +350,7 @@ class Outbox:
             db.execute("DELETE FROM released WHERE key = ?", (key,))  # the new object supersedes it
             db.execute(
                 "INSERT INTO objects (key, file_id, size, sha256, priority, priority_rank, created_unix, metadata,"
-                " content_type, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                " content_type, traceparent, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
                 (
                     key,
                     file_id,
@@ -346,6 +361,7 @@ class Outbox:
                     created_unix,
                     json.dumps(metadata, sort_keys=True),
                     content_type,
+                    traceparent,
                 ),
             )
             return self._row(db, key), True

@@ -35,6 +35,7 @@ import grpc
 import numpy as np
 from google.protobuf import duration_pb2
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from skyhaul.contract import bounds
 from skyhaul.contract.blobs import MAX_BLOB_NAME_CHARS, validate_blob_name, validate_container_name
@@ -229,7 +230,9 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             raise InvalidArgument(
                 f"metadata key {CONTENT_TYPE_METADATA_KEY!r} is reserved; use the content_type field"
             )
-        return await asyncio.to_thread(store.begin_put, header.key, priority, metadata, header.content_type)
+        return await asyncio.to_thread(
+            store.begin_put, header.key, priority, metadata, header.content_type, current_traceparent()
+        )
 
     async def GetObject(self, request, context) -> AsyncIterator[mdc_pb2.GetObjectResponse]:
         store = self._app.require_store()
@@ -372,6 +375,15 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             raise FailedPrecondition("the data center is not started yet; retry in a moment")
         report = await app.reconciler.run()
         return mdc_pb2.ReconcileResponse(report=report_message(report))
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span (the PutObject's), "" outside a recorded trace."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return ""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent", "")
 
 
 def _write_all(handle, chunks: list[bytes]) -> None:

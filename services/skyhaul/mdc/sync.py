@@ -46,9 +46,11 @@ from collections.abc import Callable
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from skyhaul.contract.blobs import show_value
-from skyhaul.mdc.link import LinkWatcher
+from skyhaul.mdc.link import LinkView, LinkWatcher
 from skyhaul.mdc.objectstore import ObjectStore
 from skyhaul.mdc.outbox import PRIORITIES, OutboxEntry, UploadProgress, block_id_for
 from skyhaul.runtime import clients
@@ -377,12 +379,20 @@ class SyncWorker:
     # ----------------------------------------------------------------- one object
 
     async def _sync_object(self, entry: OutboxEntry) -> None:
+        # Its own trace, with a Link to the PutObject's span: the sync of an object may come
+        # minutes or hours after the put (outages, backlog, a restart), and may take several
+        # attempts, each a "sync object" span; as children they would stretch the put's trace over
+        # all of that. Jaeger shows the link and both spans carry skyhaul.key.
+        put = put_span_link(entry.traceparent)
         with tracer.start_as_current_span(
             "sync object",
+            context=Context(),  # a root: never a child of whatever woke the worker
+            links=[put] if put is not None else None,
             attributes={
                 "skyhaul.key": entry.key,
                 "skyhaul.size": entry.size,
                 "skyhaul.priority": entry.priority,
+                **link_attributes(self.link.view),
             },
         ) as span:
             await self._note_dish(span)
@@ -397,7 +407,12 @@ class SyncWorker:
                     await asyncio.to_thread(self.outbox.reset_progress, entry.key)
 
     async def _note_dish(self, span) -> None:
-        """Record what the dish sees as the object starts, so its trace shows the link it crossed."""
+        """Record what the dish applies as the object starts, so its trace shows the link it crossed.
+
+        The dish's own up/down is an instant's (false during the tens of ms of a handover stall):
+        it goes under skyhaul.dish.link_up; skyhaul.link_up is the data center's view of the
+        link (see `link_attributes`), which the worker obeys.
+        """
         if self._terminal is None:
             return
         try:
@@ -405,8 +420,8 @@ class SyncWorker:
         except grpc.aio.AioRpcError as exc:  # the dish is optional for syncing: note it and go on
             span.set_attribute("skyhaul.terminal_error", exc.code().name)
             return
-        span.set_attribute("skyhaul.link_up", stats.link_up)
-        span.set_attribute("skyhaul.satellite", stats.satellite_index)
+        span.set_attribute("skyhaul.dish.link_up", stats.link_up)
+        span.set_attribute("skyhaul.dish.satellite", stats.satellite_index)
         span.set_attribute("skyhaul.uplink_delay_ms", stats.uplink.current_delay_ms)
         span.set_attribute("skyhaul.uplink_rate_mbps", stats.uplink.current_rate_mbps)
 
@@ -602,6 +617,34 @@ class SyncWorker:
             if code in _PERMANENT_CODES:
                 raise _RestartObject(message) from None
             raise TransientSyncError(message) from None
+
+
+def put_span_link(traceparent: str) -> trace.Link | None:
+    """A span Link to the PutObject span named by a stored W3C traceparent (None: none stored)."""
+    if not traceparent:
+        return None
+    context = TraceContextTextMapPropagator().extract({"traceparent": traceparent}, context=Context())
+    span_context = trace.get_current_span(context).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return trace.Link(span_context, {"skyhaul.link": "put"})
+
+
+def link_attributes(view: LinkView) -> dict[str, object]:
+    """The sync span's view of the link: the data center's, from the links service's events (what
+    the worker obeys: it starts an object only while this says up). Until an event names the data
+    center the link is only assumed up: skyhaul.link_known is false and skyhaul.link_up absent."""
+    if not view.known:
+        return {"skyhaul.link_known": False}
+    attributes: dict[str, object] = {
+        "skyhaul.link_known": True,
+        "skyhaul.link_up": view.up,
+        "skyhaul.satellite": view.satellite_index,
+        "skyhaul.link_event_sequence": view.last_event_sequence,
+    }
+    if view.up and view.one_way_delay_ms > 0:
+        attributes["skyhaul.one_way_delay_ms"] = view.one_way_delay_ms
+    return attributes
 
 
 def _first_error(group_error: BaseExceptionGroup) -> BaseException:

@@ -51,6 +51,7 @@ from redis.exceptions import WatchError
 
 from skyhaul.runtime import event_signing
 from skyhaul.runtime.event_signing import EventSigner
+from skyhaul.runtime.telemetry import trace_verbose
 from skyhaul.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -283,6 +284,7 @@ class EventSubscriber:
         self._from_snapshot = after_sequence is None
         self._last = after_sequence or 0
         self._tracer = _tracer(tracer_provider)
+        self._span_per_event = trace_verbose()  # a receive span per event only when asked
         self._on_connection_change = on_connection_change
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -573,6 +575,8 @@ class EventSubscriber:
 
     def _received(self, event: events_pb2.LinkEvent) -> tuple[events_pb2.LinkEvent, Context]:
         parent = propagate.extract(dict(event.trace_context), context=Context())
+        if not self._span_per_event:
+            return event, parent  # the publisher's context, so work done for the event joins its trace
         span = self._tracer.start_span(
             f"receive {self.channel}",
             context=parent,

@@ -8,7 +8,10 @@ for the link) both follow the same events the same way through `LinkFollower`:
 - the current route: the last one named in a `route_changed` or a snapshot (the subscriber starts
   from the latest snapshot and resynchronises from one after a gap);
 - one notion of "up": the last thing said about the link (a route's availability or a
-  `link_status`), and never past the current route's expiry. A route stays valid for its slot
+  `link_status`), never past the end the route itself announces (NaN delay samples: the held
+  satellite sets before the slot ends, and the link is down from then until the next route — the
+  dish holds traffic from that instant, so the data center must not sync into it), and never past
+  the current route's expiry. A route stays valid for its slot
   plus `GRACE_SLOTS` slots (a late event must not blink the link), then for `STALE_AFTER_S` wall
   seconds more; after that the route is *stale*: the links service is gone or silent, and the
   link counts as down until a new route comes.
@@ -45,6 +48,19 @@ def _seconds(duration) -> float:
     return duration.seconds + duration.nanos * 1e-9
 
 
+def route_cut_at(route: route_pb2.Route, clock: EmulationClock) -> float | None:
+    """Wall time at which an available route's delay samples turn NaN (its satellite sets before
+    the slot ends), or None when the route lasts its slot."""
+    if not route.available:
+        return None
+    cut = next((k for k, ms in enumerate(route.delay_samples_ms) if not math.isfinite(ms)), None)
+    if cut is None:
+        return None
+    step = _seconds(route.samples_step) or 1.0
+    start = to_unix(route.samples_start) if route.HasField("samples_start") else to_unix(route.at)
+    return clock.to_wall(start + cut * step)
+
+
 def route_valid_until(route: route_pb2.Route, clock: EmulationClock) -> float:
     """Wall time until which `route` describes the link (NaN delay samples end it early)."""
     if route.HasField("slot"):
@@ -54,13 +70,9 @@ def route_valid_until(route: route_pb2.Route, clock: EmulationClock) -> float:
         slot_end, slot_len = clock.now(), DEFAULT_SLOT_S
     if not route.available:
         return clock.to_wall(slot_end)
-    samples = route.delay_samples_ms
-    cut = next((k for k, ms in enumerate(samples) if not math.isfinite(ms)), None)
-    if cut is not None:
-        # The held satellite sets before the slot ends: down from there until the next slot.
-        step = _seconds(route.samples_step) or 1.0
-        start = to_unix(route.samples_start) if route.HasField("samples_start") else to_unix(route.at)
-        return clock.to_wall(start + cut * step)
+    cut_at = route_cut_at(route, clock)
+    if cut_at is not None:
+        return cut_at  # the held satellite sets before the slot ends: down from there until the next slot
     return clock.to_wall(slot_end + GRACE_SLOTS * slot_len)
 
 
@@ -98,6 +110,7 @@ class LinkFollower:
         self.channel = channel
         self.route: route_pb2.Route | None = None
         self.valid_until: float | None = None  # wall time; None until a route came
+        self.ends_at: float | None = None  # wall time the current route's satellite sets (None: never)
         self.told_up: bool | None = None  # None: nothing said about this data center yet
         self.reason = ""  # why the link was last said to be down
         self.last_sequence = 0  # of any event seen (the feed's progress)
@@ -124,9 +137,13 @@ class LinkFollower:
         """No current route: none came yet, or the last one expired."""
         return self.route is None or self.expired(at)
 
+    def ended(self, at: float | None = None) -> bool:
+        """The current route announced its own end (its satellite sets) and that instant is past."""
+        return self.ends_at is not None and (self.clock.wall() if at is None else at) >= self.ends_at
+
     def up(self, at: float | None = None) -> bool | None:
-        """Whether the link is up: None while nothing was said, False once the route expired."""
-        if self.expired(at):
+        """Whether the link is up: None while nothing was said, False once the route ended or expired."""
+        if self.expired(at) or (self.told_up and self.ended(at)):
             return False
         return self.told_up
 
@@ -174,6 +191,7 @@ class LinkFollower:
     def _take(self, route: route_pb2.Route) -> None:
         self.route = route
         self.valid_until = route_valid_until(route, self.clock)
+        self.ends_at = route_cut_at(route, self.clock)
         if not route.available and self.told_up is not False:
             self.reason = "no route to the region"
         self.told_up = route.available
@@ -200,5 +218,6 @@ __all__ = [
     "STALE_AFTER_S",
     "LinkFollower",
     "LinkUpdate",
+    "route_cut_at",
     "route_valid_until",
 ]

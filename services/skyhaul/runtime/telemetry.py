@@ -19,6 +19,12 @@ OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES override it. Health checks are nev
 SKYHAUL_TRACE_VERBOSE=1 (trace_verbose()) asks for spans of routine, high-rate work too (a span
 per GetStats poll, per received link event); off by default, and code that would emit such spans
 asks trace_verbose() first.
+
+Sampling: the root spans of the polls in POLL_METHODS (what the CLI and the demo call every
+second) are dropped unless SKYHAUL_TRACE_VERBOSE is on; the same call inside a trace (the sync's
+GetStats, which has a parent) follows its parent like any span. Every other decision is the
+sampler OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG name (the SDK's default, parentbased_always_on,
+when unset): the poll rule comes first, then the standard variable.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,18 @@ _NOT_HEALTH = filters.negate(filters.health_check())
 TRACE_VERBOSE_ENV = "SKYHAUL_TRACE_VERBOSE"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+
+POLL_METHODS = frozenset(
+    {
+        "/skyhaul.v1.TerminalService/GetStats",
+        "/skyhaul.v1.ModularDataCenterService/GetStatus",
+        "/skyhaul.v1.LinkService/GetLinkState",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+    }
+)
+"""The RPCs clients poll (span names of their gRPC server spans): no root trace of their own
+unless SKYHAUL_TRACE_VERBOSE is on. The one place to list them."""
 
 
 def service_name(service: str) -> str:
@@ -69,6 +89,31 @@ def traces_exporter(env: Mapping[str, str] = os.environ) -> str:
 
 def export_enabled(env: Mapping[str, str] = os.environ) -> bool:
     return traces_exporter(env).lower() != "none"
+
+
+class QuietPolls(Sampler):
+    """Drops the root spans of `POLL_METHODS`; every other span is what `inner` decides."""
+
+    def __init__(self, inner: Sampler, polls: frozenset[str] = POLL_METHODS) -> None:
+        self.inner = inner
+        self.polls = polls
+
+    def should_sample(
+        self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None
+    ) -> SamplingResult:
+        if name in self.polls and not trace.get_current_span(parent_context).get_span_context().is_valid:
+            return SamplingResult(Decision.DROP)
+        return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"QuietPolls{{{self.inner.get_description()}}}"
+
+
+def sampler(env: Mapping[str, str] = os.environ) -> Sampler:
+    """The services' sampler: the one OTEL_TRACES_SAMPLER names (read by the SDK, from os.environ),
+    wrapped in QuietPolls unless SKYHAUL_TRACE_VERBOSE is on."""
+    standard = TracerProvider(shutdown_on_exit=False).sampler  # the SDK's own reading of the variables
+    return standard if trace_verbose(env) else QuietPolls(standard)
 
 
 @dataclass
@@ -111,7 +156,7 @@ def setup_telemetry(service: str) -> Telemetry:
         **OTELResourceDetector().detect().attributes,
     }
     try:
-        OpenTelemetryConfigurator().configure(resource_attributes=attributes)
+        OpenTelemetryConfigurator().configure(resource_attributes=attributes, sampler=sampler())
     except RuntimeError as exc:  # unknown exporter or protocol: the SDK's own message
         protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
             "OTEL_EXPORTER_OTLP_PROTOCOL", ""

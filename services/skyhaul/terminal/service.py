@@ -26,6 +26,7 @@ from skyhaul.runtime.eventloop import new_event_loop
 from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate, route_valid_until
 from skyhaul.runtime.server import ServiceApp, service_full_name
 from skyhaul.runtime.settings import Settings
+from skyhaul.runtime.telemetry import trace_verbose
 from skyhaul.terminal.packet import PacketEngine
 from skyhaul.terminal.packet_plane import PacketPlane, PacketPlaneSettings, data_plane_from_env
 from skyhaul.terminal.relay import TerminalRelay
@@ -96,6 +97,7 @@ class RouteFeed:
         home_region = settings.scenario.data_center(self.dc_id).home_region
         self.follower = LinkFollower(self.dc_id, home_region, clock, redis_url=settings.redis_url)
         self.follower.on_update(self._updated)
+        self.span_per_route = trace_verbose()  # a span per received route only when asked
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -126,7 +128,7 @@ class RouteFeed:
     def _updated(self, update: LinkUpdate) -> None:
         if update.route is None:
             return  # a status alone changes no profile: the route says what the dish does
-        if update.kind != "route_changed":
+        if update.kind != "route_changed" or not self.span_per_route:
             self.apply(update.route)
             return
         with tracer.start_as_current_span("terminal.apply_route", context=update.context) as span:
