@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,13 @@ if str(SERVICES_DIR) not in sys.path:  # tests run from a checkout without insta
     sys.path.insert(0, str(SERVICES_DIR))
 
 from skyhaul.runtime.redis_server import RedisProcess, start_redis_server  # noqa: E402
+
+# The suite never talks to a `skyhaul up` the developer has running: the CLI finds live runs (and
+# their tokens) under SKYHAUL_STATE_DIR, so tests get an empty one of their own, and no token or
+# chosen run leaks in from the shell.
+os.environ["SKYHAUL_STATE_DIR"] = tempfile.mkdtemp(prefix="skyhaul-test-state-")
+for _variable in ("SKYHAUL_RUN", "SKYHAUL_TOKEN", "SKYHAUL_TOKEN_FILE", "SKYHAUL_EVENT_KEY"):
+    os.environ.pop(_variable, None)
 
 
 @pytest.fixture(scope="session")
