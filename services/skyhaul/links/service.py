@@ -407,7 +407,14 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
                 raise NotFound(f"unknown region {region!r}; known: {', '.join(app.ground.region_index)}")
         event_filter = EventFilter(app, dcs, regions)
         resume = request.after_sequence > 0
-        subscriber = EventSubscriber(app.redis_url, app.channel, request.after_sequence if resume else None)
+        # Snapshots ("snapshot first", resynchronising) are assembled from the asked-for data
+        # centers' own state entries (all of them without a data-center filter).
+        subscriber = EventSubscriber(
+            app.redis_url,
+            app.channel,
+            request.after_sequence if resume else None,
+            data_centers=dcs or None,
+        )
         stream = subscriber.events()
         try:
             if resume and request.include_snapshot:

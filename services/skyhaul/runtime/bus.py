@@ -4,16 +4,25 @@ Keys for a channel C (default `skyhaul.v1.link-events`):
 
 - `C`         pub/sub channel; each message is a serialized `skyhaul.v1.LinkEvent`;
 - `C:log`     capped stream of the same events, entry id `<sequence>-0`, field `e`;
-- `C:latest`  the latest `skyhaul.v1.LinkStateSnapshot` (its `sequence` = last event folded in).
+- `C:state`   the latest state, a hash with one field per data center (so what a slot writes grows
+              with the fleet, never with its square), each a `LinkStateSnapshot` holding that data
+              center's route and terminal assignment; field `@fleet` holds the fleet-wide part
+              (emulated time, slot, gateway assignments) and `@head` the sequence and run of the
+              last event published with a snapshot (the state is current as of that event).
 
-The publisher writes all three in one MULTI/EXEC, so an event is in the log before any subscriber
-can hear of it. Sequences continue from what Redis holds (a restarted publisher never reuses a
-number; `run_id` tells runs apart).
+The publisher writes the event, the state it changes and `@head` in one MULTI/EXEC, so an event is
+in the log before any subscriber can hear of it, and a state read in one command is consistent
+with one sequence. Only what an event changes is written (`publish(event, snapshot)` with the
+changed routes), never the whole fleet's state. Sequences continue from what Redis holds (a
+restarted publisher never reuses a number; `run_id` tells runs apart).
+
+A snapshot (what a subscriber starts from or resynchronises with) is assembled from the hash:
+every data center's entry, or only those a subscriber follows (`data_centers=`), in one HMGET.
 
 The subscriber subscribes first, then replays the log after the last sequence it has seen, then
 follows pub/sub: duplicates are dropped and a gap is filled from the log. When the log has been
 trimmed past the gap, the subscriber yields one `LinkEvent` whose body is the latest snapshot
-(sequence = the snapshot's), so the consumer replaces its state instead of patching it; events
+(sequence = the snapshot's; only the followed data centers' routes when it follows a few), so the consumer replaces its state instead of patching it; events
 after it follow as usual. If Redis itself lost its state (restart without persistence) and a new
 publisher run starts again at 1, the subscriber notices and starts over from the log.
 
@@ -31,7 +40,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 
 import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
@@ -43,7 +52,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from skyhaul.v1 import events_pb2
+from skyhaul.v1 import events_pb2, route_pb2
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +69,17 @@ def log_key(channel: str) -> str:
     return f"{channel}:log"
 
 
-def latest_key(channel: str) -> str:
-    return f"{channel}:latest"
+def state_key(channel: str) -> str:
+    return f"{channel}:state"
+
+
+HEAD_FIELD = b"@head"  # sequence and run of the last event (written with every event)
+FLEET_FIELD = b"@fleet"  # emulated time, slot, gateway assignments (written when they change)
+_DATA_CENTER_PREFIX = b"dc:"
+
+
+def data_center_field(data_center_id: str) -> bytes:
+    return _DATA_CENTER_PREFIX + data_center_id.encode()
 
 
 def _entry_sequence(entry_id: bytes | str) -> int:
@@ -75,17 +93,94 @@ def _tracer(tracer_provider: trace.TracerProvider | None) -> trace.Tracer:
     return trace.get_tracer(_TRACER_NAME)
 
 
-async def _read_snapshot(client: aioredis.Redis, channel: str) -> events_pb2.LinkStateSnapshot | None:
-    raw = await client.get(latest_key(channel))
+def _parse_snapshot(raw: bytes | None, where: str) -> events_pb2.LinkStateSnapshot | None:
     if raw is None:
         return None
     snapshot = events_pb2.LinkStateSnapshot()
     try:
         snapshot.ParseFromString(raw)
     except DecodeError:
-        log.warning("ignoring undecodable snapshot under %s", latest_key(channel))
+        log.warning("ignoring an undecodable state entry %s", where)
         return None
     return snapshot
+
+
+def split_state(
+    snapshot: events_pb2.LinkStateSnapshot, sequence: int, run_id: str, emulated_time=None
+) -> dict[bytes, bytes]:
+    """The hash fields a (partial) snapshot writes: one per data center whose route it holds (with
+    that data center's terminal assignments), and `@fleet` when it holds fleet-wide state (an
+    emulated time, a slot, or assignments of no data center it names)."""
+    fields: dict[bytes, bytes] = {}
+    named = {route.data_center_id for route in snapshot.routes}
+    terminal = route_pb2.GROUND_KIND_TERMINAL
+    for route in snapshot.routes:
+        entry = events_pb2.LinkStateSnapshot(sequence=sequence, run_id=run_id, routes=[route])
+        if snapshot.HasField("emulated_time"):
+            entry.emulated_time.CopyFrom(snapshot.emulated_time)
+        elif emulated_time is not None:
+            entry.emulated_time.CopyFrom(emulated_time)
+        if route.HasField("slot"):
+            entry.slot.CopyFrom(route.slot)
+        entry.assignments.extend(
+            a for a in snapshot.assignments if a.kind == terminal and a.ground_id == route.data_center_id
+        )
+        fields[data_center_field(route.data_center_id)] = entry.SerializeToString()
+    others = [a for a in snapshot.assignments if not (a.kind == terminal and a.ground_id in named)]
+    if snapshot.HasField("emulated_time") or snapshot.HasField("slot") or others:
+        fleet = events_pb2.LinkStateSnapshot(sequence=sequence, run_id=run_id, assignments=others)
+        if snapshot.HasField("emulated_time"):
+            fleet.emulated_time.CopyFrom(snapshot.emulated_time)
+        if snapshot.HasField("slot"):
+            fleet.slot.CopyFrom(snapshot.slot)
+        fields[FLEET_FIELD] = fleet.SerializeToString()
+    return fields
+
+
+def _assemble(head: bytes | None, fleet: bytes | None, entries: list[bytes | None], channel: str):
+    """One snapshot from the hash fields read in one command (None when nothing was ever published)."""
+    head_state = _parse_snapshot(head, f"{HEAD_FIELD.decode()} of {state_key(channel)}")
+    if head_state is None:
+        return None
+    snapshot = events_pb2.LinkStateSnapshot(sequence=head_state.sequence, run_id=head_state.run_id)
+    fleet_state = _parse_snapshot(fleet, f"{FLEET_FIELD.decode()} of {state_key(channel)}")
+    latest = 0
+    if fleet_state is not None:
+        if fleet_state.HasField("slot"):
+            snapshot.slot.CopyFrom(fleet_state.slot)
+        if fleet_state.HasField("emulated_time"):
+            snapshot.emulated_time.CopyFrom(fleet_state.emulated_time)
+            latest = fleet_state.emulated_time.ToNanoseconds()
+    parts = [_parse_snapshot(raw, f"in {state_key(channel)}") for raw in entries]
+    parts = sorted((p for p in parts if p is not None and p.routes), key=lambda p: p.routes[0].data_center_id)
+    for part in parts:
+        snapshot.routes.extend(part.routes)
+        snapshot.assignments.extend(part.assignments)
+        if part.HasField("emulated_time") and part.emulated_time.ToNanoseconds() > latest:
+            snapshot.emulated_time.CopyFrom(part.emulated_time)
+            latest = part.emulated_time.ToNanoseconds()
+    if fleet_state is not None:
+        snapshot.assignments.extend(fleet_state.assignments)
+    return snapshot
+
+
+async def _read_snapshot(
+    client: aioredis.Redis, channel: str, data_centers: Collection[str] | None = None
+) -> events_pb2.LinkStateSnapshot | None:
+    """The latest state, every data center's or only `data_centers`' (one command: consistent)."""
+    key = state_key(channel)
+    if data_centers is None:
+        fields = await client.hgetall(key)
+        entries = [raw for name, raw in fields.items() if name.startswith(_DATA_CENTER_PREFIX)]
+        return _assemble(fields.get(HEAD_FIELD), fields.get(FLEET_FIELD), entries, channel)
+    names = [HEAD_FIELD, FLEET_FIELD, *(data_center_field(dc) for dc in sorted(set(data_centers)))]
+    values = await client.hmget(key, names)
+    return _assemble(values[0], values[1], values[2:], channel)
+
+
+async def _stored_sequence(client: aioredis.Redis, channel: str) -> int:
+    head = _parse_snapshot(await client.hget(state_key(channel), HEAD_FIELD), state_key(channel))
+    return head.sequence if head is not None else 0
 
 
 async def _newest_logged_sequence(client: aioredis.Redis, channel: str) -> int:
@@ -108,7 +203,7 @@ async def redis_ping(url: str, timeout: float = 1.0) -> bool:  # noqa: ASYNC109 
 
 
 class EventPublisher:
-    """Publishes `LinkEvent`s (and optionally the latest snapshot) on one channel.
+    """Publishes `LinkEvent`s (and the latest state they change) on one channel.
 
     Raises redis.exceptions.ConnectionError when Redis is unreachable. A connection lost while
     EXEC is in flight may or may not have published; publishing again then delivers the event
@@ -146,7 +241,11 @@ class EventPublisher:
         """Assign the next sequence and publish; returns it.
 
         Sets `event.sequence`, `run_id`, `published_at` and `trace_context` in place, and
-        `snapshot.sequence` / `run_id` when a snapshot is given (stored as the latest state).
+        `snapshot.sequence` / `run_id` when a snapshot is given. `snapshot` is the part of the latest
+        state this event changes (an empty one: nothing, but the state is current as of it): each route it holds (with that data center's terminal
+        assignments) replaces that data center's entry, and its emulated time, slot and other
+        assignments, when it has any, replace the fleet-wide entry. Data centers it does not name
+        keep their entries, so pass only what changed (a whole snapshot also works).
         """
         attributes = {"messaging.system": "redis", "messaging.destination.name": self.channel}
         with self._tracer.start_as_current_span(
@@ -174,12 +273,19 @@ class EventPublisher:
                     await pipe.watch(stream)
                     stored = await _newest_logged_sequence(pipe, self.channel)
                     if stored == 0:
-                        # An empty log (new, or deleted): the snapshot still remembers the numbering.
-                        stored_snapshot = await _read_snapshot(pipe, self.channel)
-                        stored = stored_snapshot.sequence if stored_snapshot is not None else 0
+                        # An empty log (new, or deleted): the state still remembers the numbering.
+                        stored = await _stored_sequence(pipe, self.channel)
                     sequence = max(stored, self._last_sequence) + 1
                     event.sequence = sequence
                     payload = event.SerializeToString()
+                    fields: dict[bytes, bytes] = {}
+                    if snapshot is not None:
+                        snapshot.sequence = sequence
+                        snapshot.run_id = self.run_id
+                        emulated = event.emulated_time if event.HasField("emulated_time") else None
+                        fields = split_state(snapshot, sequence, self.run_id, emulated)
+                        head = events_pb2.LinkStateSnapshot(sequence=sequence, run_id=self.run_id)
+                        fields[HEAD_FIELD] = head.SerializeToString()
                     pipe.multi()
                     pipe.xadd(
                         stream,
@@ -188,10 +294,8 @@ class EventPublisher:
                         maxlen=self.log_maxlen,
                         approximate=self.approximate_trim,
                     )
-                    if snapshot is not None:
-                        snapshot.sequence = sequence
-                        snapshot.run_id = self.run_id
-                        pipe.set(latest_key(self.channel), snapshot.SerializeToString())
+                    if fields:
+                        pipe.hset(state_key(self.channel), mapping=fields)
                     pipe.publish(self.channel, payload)
                     await pipe.execute()
                 except WatchError:
@@ -199,8 +303,22 @@ class EventPublisher:
                 self._last_sequence = sequence
                 return sequence
 
-    async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
-        return await _read_snapshot(self._client, self.channel)
+    async def latest_snapshot(
+        self, data_centers: Collection[str] | None = None
+    ) -> events_pb2.LinkStateSnapshot | None:
+        """The latest state assembled from the per-data-center entries (all, or `data_centers`')."""
+        return await _read_snapshot(self._client, self.channel, data_centers)
+
+    async def retain_data_centers(self, data_center_ids: Collection[str]) -> int:
+        """Drop the state entries of data centers not in `data_center_ids` (left by an earlier run
+        of another fleet); returns how many were dropped."""
+        keep = {data_center_field(dc) for dc in data_center_ids}
+        key = state_key(self.channel)
+        names = await self._client.hkeys(key)
+        stale = [name for name in names if name.startswith(_DATA_CENTER_PREFIX) and name not in keep]
+        for start in range(0, len(stale), 1000):
+            await self._client.hdel(key, *stale[start : start + 1000])
+        return len(stale)
 
     async def ping(self) -> bool:
         try:
@@ -224,6 +342,9 @@ class EventSubscriber:
     `after_sequence`: yield events with a greater sequence (0 = everything the log holds; a
     restarted consumer passes the last sequence it processed). `None` = start from the latest
     snapshot (yielded first as a snapshot event), or from the log's start when there is none.
+    `data_centers`: the snapshots this subscriber starts from or resynchronises with hold only
+    these data centers' routes (and the fleet-wide part), read from their own entries; events are
+    yielded for every data center all the same (filter them as you consume).
 
     Reconnects by itself with capped exponential backoff; `connected` (and the
     `on_connection_change(bool)` callback) says whether it currently follows Redis, for health.
@@ -242,11 +363,15 @@ class EventSubscriber:
         max_backoff: float = 5.0,
         timeout: float = 5.0,
         liveness_interval: float = 5.0,
+        data_centers: Collection[str] | None = None,
     ) -> None:
         if after_sequence is not None and after_sequence < 0:
             raise ValueError(f"after_sequence: {after_sequence} must be >= 0 (or None)")
+        if isinstance(data_centers, str):
+            raise TypeError("data_centers: a collection of data center ids, not one string")
         self.redis_url = redis_url
         self.channel = channel
+        self.data_centers = None if data_centers is None else frozenset(data_centers)
         self._from_snapshot = after_sequence is None
         self._last = after_sequence or 0
         self._tracer = _tracer(tracer_provider)
@@ -294,12 +419,13 @@ class EventSubscriber:
         return iterator
 
     async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
-        """The snapshot under the latest key now (its own connection, independent of the follow loop)."""
+        """The latest state now, of the followed data centers (its own connection, independent of the
+        follow loop)."""
         if self._query_client is None:
             self._query_client = aioredis.Redis.from_url(
                 self.redis_url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
             )
-        return await _read_snapshot(self._query_client, self.channel)
+        return await _read_snapshot(self._query_client, self.channel, self.data_centers)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -470,7 +596,7 @@ class EventSubscriber:
                 return
 
     async def _snapshot_event(self) -> events_pb2.LinkEvent | None:
-        snapshot = await _read_snapshot(self._client, self.channel)
+        snapshot = await _read_snapshot(self._client, self.channel, self.data_centers)
         if snapshot is None:
             return None
         event = events_pb2.LinkEvent(sequence=snapshot.sequence, run_id=snapshot.run_id)

@@ -6,7 +6,8 @@ for the link) both follow the same events the same way through `LinkFollower`:
 - one filter: an event concerns a data center when it names it and its home region (an empty
   region means "any");
 - the current route: the last one named in a `route_changed` or a snapshot (the subscriber starts
-  from the latest snapshot and resynchronises from one after a gap);
+  from the latest snapshot and resynchronises from one after a gap, both read from this data
+  center's own state entry);
 - one notion of "up": the last thing said about the link (a route's availability or a
   `link_status`), and never past the current route's expiry. A route stays valid for its slot
   plus `GRACE_SLOTS` slots (a late event must not blink the link), then for `STALE_AFTER_S` wall
@@ -185,7 +186,10 @@ class LinkFollower:
         if self.redis_url is None:
             return
         # Start from the latest snapshot, then every event after it (or the whole log without one).
-        self._subscriber = EventSubscriber(self.redis_url, self.channel, after_sequence=None)
+        # Its resynchronising snapshots read this data center's own state entry, not the fleet's.
+        self._subscriber = EventSubscriber(
+            self.redis_url, self.channel, after_sequence=None, data_centers=[self.data_center_id]
+        )
         try:
             async for event, context in self._subscriber.events_with_context():
                 self.apply(event, context)
