@@ -140,6 +140,7 @@ def summary_to_proto(summary: TimelineSummary, compute_seconds: float) -> links_
         ],
         longest_outage_s=summary.longest_outage_s,
         compute_seconds=compute_seconds,
+        outage_count=len(summary.outages),
     )
 
 

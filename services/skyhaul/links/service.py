@@ -28,7 +28,7 @@ from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import UnknownId
 from skyhaul.core.passes import find_passes
 from skyhaul.core.propagate import Propagator
-from skyhaul.core.summary import TimelineAccumulator
+from skyhaul.core.summary import FleetAccumulator, TimelineAccumulator
 from skyhaul.core.timeline import LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
@@ -46,6 +46,7 @@ tracer = trace.get_tracer("skyhaul.links")
 
 ELEMENTS_REFRESH_S = 60.0  # how often the elements' version is re-checked (a cheap not-modified call)
 CHUNK_SAMPLES = 3600
+FLEET_CHUNK_VALUES = 1_000_000  # samples x data centers per chunk of a fleet prediction (~40 MB)
 CHUNKS_IN_FLIGHT = 4  # bounded queue between a prediction's worker thread and its stream
 PREDICTION_WORKERS = 2  # predictions computed at once; more wait for a worker
 MAX_PREDICTION_SAMPLES = 7 * 86_400  # 7 days at 1 s
@@ -275,8 +276,25 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
     async def PredictRoutes(self, request, context) -> AsyncIterator[links_pb2.PredictRoutesResponse]:
         app = self.app
         elements = app.require_elements()
-        terminal = app.data_center(request.data_center_id)
-        region = app.region_for(terminal, request.region_id)
+        fleet = request.all_data_centers or len(request.data_center_ids) > 0
+        if fleet:
+            if request.data_center_id:
+                raise InvalidArgument(
+                    "give data_center_id (one route) or data_center_ids / all_data_centers (a fleet), not both"
+                )
+            if request.all_data_centers and request.data_center_ids:
+                raise InvalidArgument("give data_center_ids or all_data_centers, not both")
+            ids = (
+                [t.id for t in app.ground.terminals]
+                if request.all_data_centers
+                else list(request.data_center_ids)
+            )
+            if len(set(ids)) != len(ids):
+                raise InvalidArgument("data_center_ids lists a data center more than once")
+            pairs = [(dc, app.region_for(app.data_center(dc), request.region_id)) for dc in ids]
+        else:
+            terminal = app.data_center(request.data_center_id)
+            pairs = [(request.data_center_id, app.region_for(terminal, request.region_id))]
         start, end = window_bounds(request.window, app.clock.now(), DEFAULT_PREDICTION_S)
         step = _seconds(request.step) if request.HasField("step") else 1.0
         if not step > 0:
@@ -290,66 +308,66 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
                 f"{MAX_PREDICTION_SAMPLES} allowed (7 days at 1 s): shorten the window or raise the step"
             )
         span = trace.get_current_span()
-        span.set_attribute("skyhaul.data_center", request.data_center_id)
+        if fleet:
+            span.set_attribute("skyhaul.data_centers", len(pairs))
+        else:
+            span.set_attribute("skyhaul.data_center", request.data_center_id)
         span.set_attribute("skyhaul.samples", samples)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
-        cancelled = threading.Event()
-        dc_id = request.data_center_id
         stall_ms = app.config.handover_stall_ms
 
-        def put(item) -> bool:
-            # Blocks while the stream is CHUNKS_IN_FLIGHT chunks behind: memory stays flat.
-            try:
-                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-            except RuntimeError:  # the loop is gone (server shut down)
-                return False
-            while True:
-                try:
-                    future.result(timeout=0.5)
-                    return True
-                except TimeoutError:
-                    if cancelled.is_set():
-                        future.cancel()
-                        return False
-
-        def produce() -> None:
+        def predict_one(put: Callable[[Any], bool], cancelled: threading.Event) -> None:
             began = time.perf_counter()
             waited = 0.0  # time blocked on a slow reader is not compute time
-            try:
-                model = route_view.new_model(elements, app.ground, app.config)
-                acc = TimelineAccumulator(step, stall_ms)
-                with as_invalid_argument():
-                    chunks = model.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
-                for chunk in chunks:
-                    if cancelled.is_set():
-                        return
-                    acc.add(chunk)
-                    message = links_pb2.PredictRoutesResponse(chunk=codec.chunk_to_proto(chunk, step))
-                    blocked = time.perf_counter()
-                    if not put(message):
-                        return
-                    waited += time.perf_counter() - blocked
-                summary = codec.summary_to_proto(acc.summary(), time.perf_counter() - began - waited)
-                put(links_pb2.PredictRoutesResponse(summary=summary))
-                put(_DONE)
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which raises it
-                put(exc)
+            model = route_view.new_model(elements, app.ground, app.config)
+            acc = TimelineAccumulator(step, stall_ms)
+            with as_invalid_argument():
+                chunks = model.predict_route(*pairs[0], start, end, step, CHUNK_SAMPLES)
+            for chunk in chunks:
+                if cancelled.is_set():
+                    return
+                acc.add(chunk)
+                message = links_pb2.PredictRoutesResponse(chunk=codec.chunk_to_proto(chunk, step))
+                blocked = time.perf_counter()
+                if not put(message):
+                    return
+                waited += time.perf_counter() - blocked
+            summary = codec.summary_to_proto(acc.summary(), time.perf_counter() - began - waited)
+            put(links_pb2.PredictRoutesResponse(summary=summary))
 
-        loop.run_in_executor(app.prediction_pool, produce)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            # The worker sees the flag at its next chunk; draining unblocks a put it may be waiting on.
-            cancelled.set()
-            while not queue.empty():
-                queue.get_nowait()
+        def predict_fleet(put: Callable[[Any], bool], cancelled: threading.Event) -> None:
+            began = time.perf_counter()
+            waited = 0.0
+            model = route_view.new_model(elements, app.ground, app.config)
+            acc = FleetAccumulator(len(pairs), step, stall_ms)
+            # Chunks of about FLEET_CHUNK_VALUES values: memory stays flat whatever the fleet and window.
+            chunk_samples = max(1, min(CHUNK_SAMPLES, FLEET_CHUNK_VALUES // len(pairs)))
+            with as_invalid_argument():
+                chunks = model.predict(pairs, start, end, step, chunk_samples)
+            for chunk in chunks:
+                if cancelled.is_set():
+                    return
+                acc.add(chunk)
+                progress = links_pb2.FleetPredictionProgress(
+                    samples_done=acc.samples,
+                    samples_total=samples,
+                    data_centers=len(pairs),
+                    reached=to_timestamp(min(end, float(chunk.t_unix[-1]) + step)),
+                    compute_seconds=time.perf_counter() - began - waited,
+                )
+                blocked = time.perf_counter()
+                if not put(links_pb2.PredictRoutesResponse(progress=progress)):
+                    return
+                waited += time.perf_counter() - blocked
+            compute_s = time.perf_counter() - began - waited
+            for (dc, region), summary in zip(pairs, acc.summaries(), strict=True):
+                one = links_pb2.DataCenterPredictionSummary(
+                    data_center_id=dc, region_id=region, summary=codec.summary_to_proto(summary, compute_s)
+                )
+                if not put(links_pb2.PredictRoutesResponse(data_center_summary=one)):
+                    return
+
+        async for item in _stream_from_worker(app.prediction_pool, predict_fleet if fleet else predict_one):
+            yield item
 
     async def ListContacts(self, request, context):
         app = self.app
@@ -439,6 +457,53 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
             with contextlib.suppress(RuntimeError):
                 await stream.aclose()
             await subscriber.aclose()
+
+
+async def _stream_from_worker(
+    pool: ThreadPoolExecutor, produce: Callable[[Callable[[Any], bool], threading.Event], None]
+) -> AsyncIterator[Any]:
+    """Run ``produce(put, cancelled)`` in ``pool`` and yield what it puts, in order, with at most
+    CHUNKS_IN_FLIGHT items waiting (``put`` blocks the worker meanwhile: memory stays flat). An
+    exception in the worker is raised here; a reader that goes away sets ``cancelled``."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
+    cancelled = threading.Event()
+
+    def put(item) -> bool:
+        try:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        except RuntimeError:  # the loop is gone (server shut down)
+            return False
+        while True:
+            try:
+                future.result(timeout=0.5)
+                return True
+            except TimeoutError:
+                if cancelled.is_set():
+                    future.cancel()
+                    return False
+
+    def run() -> None:
+        try:
+            produce(put, cancelled)
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which raises it
+            put(exc)
+
+    loop.run_in_executor(pool, run)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        # The worker sees the flag at its next chunk; draining unblocks a put it may be waiting on.
+        cancelled.set()
+        while not queue.empty():
+            queue.get_nowait()
 
 
 class EventFilter:
