@@ -138,7 +138,8 @@ class SlotPlan:
                 change.assignment if a.kind == route_pb2.GROUND_KIND_TERMINAL and a.ground_id == dc.id else a
                 for a in self.assignments
             ]
-            self._terminal_assignments = None
+            if self._terminal_assignments is not None:
+                self._terminal_assignments[dc.id] = change.assignment
 
 
 def compute_slot(model: LinkModel, start: float) -> SlotPlan:
