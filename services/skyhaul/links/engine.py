@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import GroundSegment
 from skyhaul.core.scheduler import SchedulerConfig
-from skyhaul.core.timeline import LinkModel
+from skyhaul.core.timeline import Decision, LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventPublisher
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("skyhaul.links.engine")
 
 _PUBLISH_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+PUBLISH_BATCH = 500  # events per transaction (a fleet's slot: about 0.5 MB each)
 
 
 @dataclass
@@ -201,7 +202,9 @@ def compute_slot(model: LinkModel, start: float) -> SlotPlan:
     )
 
 
-def terminal_assignment(model: LinkModel, terminal: int, t: float, decision) -> route_pb2.Assignment:
+def terminal_assignment(
+    model: LinkModel, terminal: int, t: float, decision: Decision
+) -> route_pb2.Assignment:
     """The satellite terminal row ``terminal`` uses at t (as ``route_view.assignments`` says it, for
     one terminal: its held satellite while visible, else -1), with its look angles."""
     held = int(decision.terminal_sat[terminal])
@@ -426,12 +429,15 @@ class LinkEngine:
         }
         with tracer.start_as_current_span("links.slot", attributes=attributes) as span:
             events = self._slot_events(plan)
-            for k, (event, state) in enumerate(events):
-                if not await self._publish(event, state, plan.end):
+            # In batches, one transaction each: a slot of a large fleet goes out in a few round trips.
+            for k in range(0, len(events), PUBLISH_BATCH):
+                batch = events[k : k + PUBLISH_BATCH]
+                if not await self._publish(batch, plan.end):
                     self._drop(len(events) - k, plan)
                     span.set_attribute("skyhaul.events_dropped", len(events) - k)
                     return
-                self._fold(event)
+                for event, _ in batch:
+                    self._fold(event)
             self.slots_published += 1
             span.set_attribute("skyhaul.events", len(events))
 
@@ -446,7 +452,7 @@ class LinkEngine:
         event = self._event(change.t_unix, link_status=status)
         attributes = {"skyhaul.slot": plan.index, "skyhaul.data_center": dc.id, "skyhaul.up": change.up}
         with tracer.start_as_current_span("links.link_status", attributes=attributes):
-            if await self._publish(event, plan.data_center_state(change.data_center), plan.end):
+            if await self._publish([(event, plan.data_center_state(change.data_center))], plan.end):
                 self._fold(event)
             else:
                 self._drop(1, plan)
@@ -461,14 +467,17 @@ class LinkEngine:
             )
 
     async def _publish(
-        self, event: events_pb2.LinkEvent, snapshot: events_pb2.LinkStateSnapshot, deadline_unix: float
+        self,
+        items: list[tuple[events_pb2.LinkEvent, events_pb2.LinkStateSnapshot]],
+        deadline_unix: float,
     ) -> bool:
-        """Publish, retrying with backoff until the emulated deadline; False if it never went out."""
+        """Publish (events, each with the state it changes), retrying with backoff until the
+        emulated deadline; False if they never went out."""
         assert self._publisher is not None
         backoff = self._retry_initial_s
         while not self._stop.is_set():
             try:
-                await self._publisher.publish(event, snapshot)
+                await self._publisher.publish_batch(items)
             except _PUBLISH_ERRORS as exc:
                 if self.publishing:
                     log.warning(
