@@ -270,8 +270,9 @@ def bench_fleet_prediction(elements, hours: float, data_centers: int) -> None:
     goal = "meets" if fleet_s * scale <= 120.0 else "misses"
     scaled = "" if hours >= 24 else f" (scaled x{scale:g} from {hours:g} h)"
     print(
-        f"  24 h for the fleet: {fleet_s * scale:7.0f} s{scaled}; {goal} the 120 s goal. RSS after the first "
-        f"chunk {rss[0]:.0f} MiB, max {max(rss):.0f} MiB over {len(rss)} chunks (growth {max(rss) - rss[0]:+.0f} MiB)"
+        f"  24 h for the fleet: {fleet_s * scale:7.0f} s{scaled}; {goal} the 120 s goal. RSS after chunk 1 "
+        f"{rss[0]:.0f} MiB, at half way {rss[len(rss) // 2]:.0f} MiB, at the end {rss[-1]:.0f} MiB, max "
+        f"{max(rss):.0f} MiB over {len(rss)} chunks (second half grew {max(rss) - rss[len(rss) // 2]:+.0f} MiB)"
     )
 
 

@@ -22,8 +22,8 @@ every data center's entry, or only those a subscriber follows (`data_centers=`),
 The subscriber subscribes first, then replays the log after the last sequence it has seen, then
 follows pub/sub: duplicates are dropped and a gap is filled from the log. When the log has been
 trimmed past the gap, the subscriber yields one `LinkEvent` whose body is the latest snapshot
-(sequence = the snapshot's; only the followed data centers' routes when it follows a few), so the consumer replaces its state instead of patching it; events
-after it follow as usual. If Redis itself lost its state (restart without persistence) and a new
+(sequence = the snapshot's; only the followed data centers' routes when it follows a few), so
+the consumer replaces its state instead of patching it; events after it follow as usual. If Redis itself lost its state (restart without persistence) and a new
 publisher run starts again at 1, the subscriber notices and starts over from the log.
 
 Each event carries the W3C trace context of its `publish` span; the subscriber records a
@@ -73,7 +73,7 @@ def state_key(channel: str) -> str:
     return f"{channel}:state"
 
 
-HEAD_FIELD = b"@head"  # sequence and run of the last event (written with every event)
+HEAD_FIELD = b"@head"  # sequence and run of the last event published with a snapshot
 FLEET_FIELD = b"@fleet"  # emulated time, slot, gateway assignments (written when they change)
 _DATA_CENTER_PREFIX = b"dc:"
 
