@@ -23,8 +23,9 @@ The subscriber subscribes first, then replays the log after the last sequence it
 follows pub/sub: duplicates are dropped and a gap is filled from the log. When the log has been
 trimmed past the gap, the subscriber yields one `LinkEvent` whose body is the latest snapshot
 (sequence = the snapshot's; only the followed data centers' routes when it follows a few), so
-the consumer replaces its state instead of patching it; events after it follow as usual. If Redis itself lost its state (restart without persistence) and a new
-publisher run starts again at 1, the subscriber notices and starts over from the log.
+the consumer replaces its state instead of patching it; events after it follow as usual. If
+Redis itself lost its state (restart without persistence) and a new publisher run starts again
+at 1, the subscriber notices and starts over from the log.
 
 Each event carries the W3C trace context of its `publish` span; the subscriber records a
 `receive` span as its child, so one trace spans publisher and subscriber.
