@@ -45,7 +45,14 @@ from support.storage import (
 from skyhaul.orbit.catalog import Catalog
 from skyhaul.orbit.service import OrbitApp
 from skyhaul.runtime import auth, clients, event_signing, limits, tls
-from skyhaul.runtime.bus import EVENT_FIELD, EventPublisher, EventSubscriber, latest_key, log_key
+from skyhaul.runtime.bus import (
+    EVENT_FIELD,
+    EventPublisher,
+    EventSubscriber,
+    data_center_field,
+    log_key,
+    state_key,
+)
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.event_signing import EventSigner
 from skyhaul.runtime.launcher import check_health
@@ -384,13 +391,14 @@ def _link_status(up: bool, sequence: int = 0) -> events_pb2.LinkEvent:
 async def _forge_everywhere(
     redis_url: str, channel: str, sequence: int, body: events_pb2.LinkEvent, snapshot
 ) -> None:
-    """What a Redis client without the event key can do: publish, append to the log, set latest."""
+    """What a Redis client without the event key can do: publish, append to the log, overwrite the
+    data center's state entry."""
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         body.sequence = sequence
         raw = body.SerializeToString()
         await client.xadd(log_key(channel), {EVENT_FIELD: raw}, id=f"{sequence}-0")
-        await client.set(latest_key(channel), snapshot.SerializeToString())
+        await client.hset(state_key(channel), data_center_field(DATA_CENTER), snapshot.SerializeToString())
         await client.publish(channel, raw)
         # A sealed-looking tail with a made-up tag, too.
         await client.publish(channel, EventSigner(b"guess").seal(raw))

@@ -16,9 +16,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from skyhaul.runtime.bus import EventPublisher, EventSubscriber, log_key, redis_ping
+from skyhaul.runtime.bus import (
+    HEAD_FIELD,
+    EventPublisher,
+    EventSubscriber,
+    data_center_field,
+    log_key,
+    redis_ping,
+    state_key,
+)
 from skyhaul.runtime.redis_server import free_port
-from skyhaul.v1 import events_pb2
+from skyhaul.v1 import events_pb2, route_pb2
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 SAFETY_TIMEOUT = 20.0  # only so that a broken bus fails instead of hanging; never a measurement
@@ -26,7 +34,7 @@ SAFETY_TIMEOUT = 20.0  # only so that a broken bus fails instead of hanging; nev
 PUBLISHER_SCRIPT = """
 import asyncio, sys
 from skyhaul.runtime.bus import EventPublisher
-from skyhaul.v1 import events_pb2
+from skyhaul.v1 import events_pb2, route_pb2
 
 async def main(url, count):
     async with EventPublisher(url, run_id="other-process") as publisher:
@@ -447,3 +455,73 @@ async def test_redis_ping_tells_a_live_server_from_a_closed_port(redis_url):
 async def test_a_log_without_room_is_refused(redis_url):
     with pytest.raises(ValueError, match="log_maxlen: 0"):
         EventPublisher(redis_url, log_maxlen=0)
+
+
+def route_of(data_center_id: str, delay_ms: float) -> events_pb2.LinkStateSnapshot:
+    snapshot = events_pb2.LinkStateSnapshot()
+    snapshot.routes.add(data_center_id=data_center_id, available=True, one_way_delay_ms=delay_ms)
+    snapshot.assignments.add(
+        ground_id=data_center_id, kind=route_pb2.GROUND_KIND_TERMINAL, satellite_index=int(delay_ms)
+    )
+    return snapshot
+
+
+async def test_an_event_writes_only_the_state_of_the_data_center_it_changes(redis_url):
+    admin = aioredis.Redis.from_url(redis_url)
+    async with EventPublisher(redis_url) as publisher:
+        await publisher.publish(status_event("dc-a"), route_of("dc-a", 10))
+        await publisher.publish(status_event("dc-b"), route_of("dc-b", 20))
+        before = await admin.hgetall(state_key(publisher.channel))
+        await publisher.publish(status_event("dc-b"), route_of("dc-b", 21))
+        after = await admin.hgetall(state_key(publisher.channel))
+        await publisher.publish(status_event("dc-c"))  # no state: nothing stored changes
+        assert await admin.hgetall(state_key(publisher.channel)) == after
+        whole = await publisher.latest_snapshot()
+        only_b = await publisher.latest_snapshot(["dc-b", "dc-unknown"])
+        assert await publisher.retain_data_centers(["dc-b"]) == 1
+        retained = await publisher.latest_snapshot()
+    await admin.aclose()
+
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed == {data_center_field("dc-b"), HEAD_FIELD}
+    assert whole.sequence == 3
+    assert [(r.data_center_id, r.one_way_delay_ms) for r in whole.routes] == [("dc-a", 10.0), ("dc-b", 21.0)]
+    assert [(a.ground_id, a.satellite_index) for a in whole.assignments] == [("dc-a", 10), ("dc-b", 21)]
+    assert [r.data_center_id for r in only_b.routes] == ["dc-b"] and only_b.sequence == 3
+    assert [r.data_center_id for r in retained.routes] == ["dc-b"]
+
+
+async def test_a_data_center_subscriber_resynchronises_from_its_own_entry(redis_server, redis_url):
+    partition = await Partition(redis_server.port).start()
+    queue: asyncio.Queue[events_pb2.LinkEvent] = asyncio.Queue()
+
+    async def forward(subscriber: EventSubscriber) -> None:
+        async for event in subscriber.events():
+            await queue.put(event)
+
+    async with (
+        EventPublisher(redis_url, log_maxlen=5, approximate_trim=False) as publisher,
+        EventSubscriber(
+            partition.url, initial_backoff=0.02, max_backoff=0.1, data_centers=["dc-1"]
+        ) as subscriber,
+    ):
+        consumer = asyncio.create_task(forward(subscriber))
+        await wait_until(lambda: subscriber.connected)
+        async with asyncio.timeout(SAFETY_TIMEOUT):
+            await publisher.publish(status_event("dc-1"), route_of("dc-1", 1))
+            assert (await queue.get()).sequence == 1
+            partition.cut()
+            await wait_until(lambda: not subscriber.connected)
+            for k in range(2, 30):  # far more than the log holds, for dc-1 and others
+                await publisher.publish(status_event(f"dc-{k % 3}"), route_of(f"dc-{k % 3}", k))
+            partition.restore()
+            resync = await queue.get()
+            await publisher.publish(status_event("dc-2"), route_of("dc-2", 30))
+            following = await queue.get()
+        consumer.cancel()
+    await partition.close()
+
+    assert resync.WhichOneof("body") == "snapshot" and resync.sequence == 29
+    assert [(r.data_center_id, r.one_way_delay_ms) for r in resync.snapshot.routes] == [("dc-1", 28.0)]
+    assert [a.ground_id for a in resync.snapshot.assignments] == ["dc-1"]
+    assert following.sequence == 30 and queue.empty()

@@ -23,15 +23,25 @@ from skyhaul.core.ground import Gateway, GroundSegment, Region, Terminal
 from skyhaul.core.scheduler import SchedulerConfig
 from skyhaul.core.summary import summarize
 from skyhaul.core.timeline import LinkModel
+from skyhaul.links import route_view
+from skyhaul.links.engine import LinkEngine, compute_slot
 from skyhaul.links.service import LinksApp
 from skyhaul.orbit.catalog import Catalog
 from skyhaul.orbit.service import OrbitApp
-from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, log_key
+from skyhaul.runtime.bus import (
+    HEAD_FIELD,
+    LINK_EVENTS_CHANNEL,
+    EventPublisher,
+    EventSubscriber,
+    data_center_field,
+    log_key,
+    state_key,
+)
 from skyhaul.runtime.clock import EmulationClock, to_timestamp, to_unix
 from skyhaul.runtime.redis_server import start_redis_server
 from skyhaul.runtime.server import start_server
 from skyhaul.runtime.settings import Settings
-from skyhaul.v1 import common_pb2, links_pb2, links_pb2_grpc
+from skyhaul.v1 import common_pb2, links_pb2, links_pb2_grpc, route_pb2
 
 EPOCH = 1604016000.0  # 2020-10-30T00:00:00Z
 RUN_S = 12 * 60.0  # emulated seconds of live events per test
@@ -335,3 +345,49 @@ async def test_engine_rides_out_a_redis_outage(tmp_path, caplog):
         assert len(warnings) == 1
     finally:
         own.stop()
+
+
+async def test_a_mid_slot_outage_rewrites_only_that_data_center_s_state(redis_url):
+    ground = GroundSegment(
+        [
+            Terminal("mdc-anchorage", 61.2, -149.9, home_region_id="westus2"),
+            Terminal("mdc-seattle", 47.6, -122.3, home_region_id="westus2"),
+        ],
+        [Gateway("gw-kenai", "westus2", 60.55, -151.26), Gateway("gw-quincy", "westus2", 47.233, -119.852)],
+        [Region("westus2", 47.233, -119.852)],
+    )
+    config = SchedulerConfig(isl="none", handover_stall_ms=20)
+    model = route_view.new_model(build_preset("starlink-2020-10", EPOCH), ground, config)
+    # An outage that starts inside a slot: the held satellite sets before the slot ends.
+    start = next(a for a, _ in predicted_outages(EPOCH, EPOCH + 3600) if EPOCH < a != config.slot_start(a))
+    plan = compute_slot(model, config.slot_start(start))
+    change = next(c for c in plan.changes if not c.up)
+    assert plan.data_centers[change.data_center].id == "mdc-anchorage" and change.t_unix == start
+
+    clock = EmulationClock(EPOCH, 1.0, time.time())
+    engine = LinkEngine(ground, config, clock, redis_url, "mid-slot")
+    engine._publisher = EventPublisher(redis_url, "mid-slot")
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await engine._publish_slot(plan)
+        before = await admin.hgetall(state_key("mid-slot"))
+        await engine._publish_change(plan, change)
+        after = await admin.hgetall(state_key("mid-slot"))
+        anchorage = await engine._publisher.latest_snapshot(["mdc-anchorage"])
+        whole = await engine._publisher.latest_snapshot()
+    finally:
+        await engine._publisher.aclose()
+        engine._executor.shutdown()
+        await admin.aclose()
+
+    assert {name for name in after if after[name] != before.get(name)} == {
+        data_center_field("mdc-anchorage"),
+        HEAD_FIELD,
+    }
+    route = anchorage.routes[0]
+    assert not route.available and to_unix(route.at) == start and route.capacity_up_mbps == 0.0
+    terminals = [a for a in anchorage.assignments if a.kind == route_pb2.GROUND_KIND_TERMINAL]
+    assert [(a.ground_id, a.satellite_index) for a in terminals] == [("mdc-anchorage", -1)]
+    assert {a.ground_id for a in anchorage.assignments} - {"mdc-anchorage"} == {"gw-kenai", "gw-quincy"}
+    assert anchorage.sequence == whole.sequence == engine._publisher._last_sequence
+    assert whole.routes[1].available == plan.data_centers[1].up  # Seattle's entry untouched

@@ -59,7 +59,7 @@ examples:
   skyhaul rtt mdc-kodiak  --hours 1 --start 2020-10-30T06:00:00Z --json
 """,
     )
-    rtt.add_argument("mdc", metavar="MDC", help="data center id")
+    rtt.add_argument("mdc", metavar="MDC", nargs="?", default="", help="data center id (or --all)")
     rtt.add_argument("region", metavar="REGION", nargs="?", default="", help="region id (default: home)")
     rtt.add_argument("--hours", type=float, required=True, help="window length")
     rtt.add_argument("--step", type=float, default=1.0, help="seconds between samples (default 1)")
@@ -67,6 +67,11 @@ examples:
     rtt.add_argument("--plot", metavar="FILE.png", help="write a PNG of RTT over time with outages shaded")
     rtt.add_argument("--links", help="links service HOST:PORT")
     rtt.add_argument("--json", action="store_true", help=JSON_HELP)
+    rtt.add_argument(
+        "--all",
+        action="store_true",
+        help="every data center of the fleet (to REGION, else each to its home): one line each",
+    )
     rtt.set_defaults(func=lambda a: asyncio.run(cmd_rtt(a)))
 
     events = sub.add_parser("events", help="link-state events: slots, handovers, routes, link up/down")
@@ -310,6 +315,16 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
         return fail(f"--hours must be in (0, {MAX_RTT_HOURS}], got {args.hours:g}", EXIT_USAGE)
     if not args.step > 0:
         return fail(f"--step must be > 0 s, got {args.step:g}", EXIT_USAGE)
+    if args.all:
+        if args.mdc and not args.region:  # `rtt --all westus2`: the one positional is the region
+            args.mdc, args.region = "", args.mdc
+        if args.mdc:
+            return fail("give MDC or --all, not both", EXIT_USAGE)
+        if args.plot:
+            return fail("--plot draws one route: give MDC instead of --all", EXIT_USAGE)
+        return await _fleet_rtt(args)
+    if not args.mdc:
+        return fail("give a data center id (MDC), or --all for the whole fleet", EXIT_USAGE)
     address = resolve_address("links", args.links)
     async with channel(address) as ch:
         stub = links_pb2_grpc.LinkServiceStub(ch)
@@ -420,6 +435,93 @@ async def cmd_rtt(args: argparse.Namespace) -> int:
         print(f"                ... {len(outages) - 10} more (--json)")
     if args.plot:
         print(f"  plot          {args.plot}")
+    return EXIT_OK
+
+
+async def _fleet_rtt(args: argparse.Namespace) -> int:
+    """`skyhaul rtt --all`: one fleet prediction, a progress bar, one line per data center."""
+    import grpc
+
+    from skyhaul.runtime.clock import to_timestamp
+    from skyhaul.v1 import common_pb2, links_pb2, links_pb2_grpc
+
+    address = resolve_address("links", args.links)
+    async with channel(address) as ch:
+        stub = links_pb2_grpc.LinkServiceStub(ch)
+        try:
+            if args.start:
+                try:
+                    start = parse_time(args.start)
+                except ValueError as exc:
+                    return fail(f"--start: {exc}", EXIT_USAGE)
+            else:
+                start = await _now(stub)
+            end = start + args.hours * 3600
+            request = links_pb2.PredictRoutesRequest(
+                all_data_centers=True,
+                region_id=args.region,
+                window=common_pb2.TimeWindow(start=to_timestamp(start), end=to_timestamp(end)),
+            )
+            request.step.FromNanoseconds(int(round(args.step * 1e9)))
+            total = math.ceil((end - start) / args.step - 1e-9)
+            rows = []
+            done = 0
+            began = time.perf_counter()
+            with progress_bar(total, "predicting the fleet") as advance:
+                async for message in stub.PredictRoutes(request, timeout=max(1800.0, args.hours * 600)):
+                    if message.HasField("progress"):
+                        advance(message.progress.samples_done - done)
+                        done = message.progress.samples_done
+                    elif message.HasField("data_center_summary"):
+                        rows.append(message.data_center_summary)
+            wall = time.perf_counter() - began
+        except grpc.RpcError as exc:
+            return fail(*rpc_error_message(exc, address))
+    if not rows:
+        return fail("the fleet prediction stream ended without any data center's summary")
+    results = [
+        {
+            "data_center": row.data_center_id,
+            "region": row.region_id,
+            "samples": row.summary.samples,
+            "availability": row.summary.availability,
+            "rtt_ms": {"p50": row.summary.rtt_p50_ms, "p95": row.summary.rtt_p95_ms},
+            "handovers": row.summary.handovers,
+            "outages": row.summary.outage_count,
+            "longest_outage_s": row.summary.longest_outage_s,
+        }
+        for row in rows
+    ]
+    compute_s = rows[0].summary.compute_seconds
+    if args.json:
+        print_json(
+            {
+                "start": rfc3339(start),
+                "hours": args.hours,
+                "step_s": args.step,
+                "compute_seconds": compute_s,
+                "wall_seconds": wall,
+                "data_centers": results,
+            }
+        )
+        return EXIT_OK
+    print(
+        f"{len(rows)} data centers: {args.hours:g} h from {utc(start)} UTC at {args.step:g} s "
+        f"(computed in {compute_s:.1f} s)"
+    )
+    width = max(len(r["data_center"]) for r in results)
+    print(
+        f"{'DATA CENTER':{width}s}  {'REGION':14s} {'AVAIL %':>8s} {'OUTAGES':>7s} {'LONGEST s':>9s} "
+        f"{'HANDOVERS':>9s} {'P50 ms':>7s} {'P95 ms':>7s}"
+    )
+    for r in results:
+        print(
+            f"{r['data_center']:{width}s}  {r['region']:14s} {100 * r['availability']:8.2f} {r['outages']:7d} "
+            f"{r['longest_outage_s']:9.0f} {r['handovers']:9d} {_ms(r['rtt_ms']['p50']):>7s} "
+            f"{_ms(r['rtt_ms']['p95']):>7s}"
+        )
+    worst = min(results, key=lambda r: r["availability"])
+    print(f"lowest availability: {worst['data_center']} {100 * worst['availability']:.2f} %")
     return EXIT_OK
 
 

@@ -28,9 +28,11 @@ satellite index:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 MODES = ("slotted", "continuous")
 POLICIES = ("highest-elevation", "longest-visibility", "least-loaded", "shortest-path")
@@ -158,29 +160,92 @@ def elevation_deg(obs_ecef: np.ndarray, obs_up: np.ndarray, sat_ecef: np.ndarray
     return np.degrees(np.arcsin(np.clip(sin_elevation(obs_ecef, obs_up, sat_ecef), -1.0, 1.0)))
 
 
+_CULL_MIN_PAIRS = 200_000
+"""Below this many (ground, satellite) pairs the dense test is cheaper than building a tree."""
+
+_CULL_MARGIN_DEG = 1.0
+"""Elevation margin of the culling bound: it uses the geocentric horizon, which differs from the
+geodetic one (the mask's) by at most 0.2 deg."""
+
+_CULL_MAX_REACH = 0.5
+"""Above this reach (as a fraction of the shell's radius: MEO) the cull keeps most pairs: dense."""
+
+
 def visible_mask(
     obs_ecef: np.ndarray, obs_up: np.ndarray, sat_ecef: np.ndarray, min_elevation_deg
 ) -> np.ndarray:
     """(…, G, N): satellite above each ground node's mask (degrees in [0, 90), per node (G,)).
 
     The cheap test for visibility alone: height > 0 and height² ≥ sin²(mask)·range² (no sqrt,
-    division or arcsin over the G × N matrix).
+    division or arcsin over the G × N matrix). For a large fleet over a LEO shell (G·N ≥
+    200 000, one time) the pairs are culled first: a satellite can be above a node's mask only
+    within the slant range that mask allows at the highest satellite's radius, so a KD-tree over
+    the satellites yields the few candidates per node and only they get the exact test (same
+    result; a node sees tens of a constellation's thousands of satellites).
     """
     obs = np.asarray(obs_ecef, dtype=float)
     up = np.asarray(obs_up, dtype=float)
-    sat_t = np.swapaxes(np.asarray(sat_ecef, dtype=float), -1, -2)
+    sat = np.asarray(sat_ecef, dtype=float)
+    mask = np.broadcast_to(np.asarray(min_elevation_deg, dtype=float), obs.shape[:-1])
+    if obs.ndim == 2 and sat.ndim == 2 and obs.shape[0] * sat.shape[0] >= _CULL_MIN_PAIRS:
+        culled = _visible_culled(obs, up, sat, mask)
+        if culled is not None:
+            return culled
+    return _visible_dense(obs, up, sat, mask)
+
+
+def _visible_dense(obs: np.ndarray, up: np.ndarray, sat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    sat_t = np.swapaxes(sat, -1, -2)
     height = up @ sat_t
     height -= np.sum(up * obs, axis=-1)[..., None]
     range2 = obs @ sat_t
     range2 *= -2.0
     range2 += np.sum(sat_t * sat_t, axis=-2)[..., None, :]
     range2 += np.sum(obs * obs, axis=-1)[..., None]
-    sin2 = np.sin(np.radians(np.asarray(min_elevation_deg, dtype=float))) ** 2
-    range2 *= sin2[:, None]
+    sin2 = np.sin(np.radians(mask)) ** 2
+    range2 *= sin2[..., None]
     visible = height > 0
     height *= height
     visible &= height >= range2
     return visible
+
+
+def _visible_culled(obs: np.ndarray, up: np.ndarray, sat: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """``_visible_dense`` for one time through a KD-tree cull; None when the cull would not pay."""
+    out = np.zeros((obs.shape[0], sat.shape[0]), dtype=bool)
+    sat_rows = np.flatnonzero(np.isfinite(sat).all(axis=1))  # NaN satellites are never visible
+    obs_rows = np.flatnonzero(np.isfinite(obs).all(axis=1) & np.isfinite(up).all(axis=1))
+    if sat_rows.size == 0 or obs_rows.size == 0:
+        return out
+    sats = sat[sat_rows]
+    sat_radius = float(np.sqrt(np.max(np.einsum("ij,ij->i", sats, sats))))
+    ground = obs[obs_rows]
+    ground_radius = np.sqrt(np.einsum("ij,ij->i", ground, ground))
+    # Slant range at the (lowered) mask to a satellite at the highest radius: the largest a visible
+    # satellite can be away (the range at a given elevation grows with the satellite's radius).
+    elevation = np.radians(mask[obs_rows] - _CULL_MARGIN_DEG)
+    reach = np.sqrt(np.maximum(sat_radius**2 - (ground_radius * np.cos(elevation)) ** 2, 0.0))
+    reach -= ground_radius * np.sin(elevation)
+    if float(np.max(reach)) > _CULL_MAX_REACH * sat_radius:
+        return None
+    near = cKDTree(sats).query_ball_point(ground, reach * (1.0 + 1e-9) + 1e-6, return_sorted=False)
+    counts = np.fromiter(map(len, near), dtype=np.intp, count=len(near))
+    rows = np.repeat(obs_rows, counts)
+    cols = sat_rows[np.fromiter(itertools.chain.from_iterable(near), dtype=np.intp, count=int(counts.sum()))]
+    # The dense test's arithmetic, pair by pair.
+    o, u, s = obs[rows], up[rows], sat[cols]
+    height = np.einsum("ij,ij->i", u, s)
+    height -= np.einsum("ij,ij->i", u, o)
+    range2 = np.einsum("ij,ij->i", o, s)
+    range2 *= -2.0
+    range2 += np.einsum("ij,ij->i", s, s)
+    range2 += np.einsum("ij,ij->i", o, o)
+    range2 *= np.sin(np.radians(mask[rows])) ** 2
+    keep = height > 0
+    height *= height
+    keep &= height >= range2
+    out[rows[keep], cols[keep]] = True
+    return out
 
 
 def candidates(visible_now: np.ndarray, visible_end: np.ndarray | None) -> np.ndarray:

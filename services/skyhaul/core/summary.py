@@ -1,7 +1,8 @@
 """Summary statistics of a predicted route timeline: availability, RTT percentiles, handovers, outages.
 
 Folds the single-route chunks ``LinkModel.predict_route`` streams, in constant memory, so a 24 h
-prediction at 1 s is summarised without keeping its 86 400 samples.
+prediction at 1 s is summarised without keeping its 86 400 samples; ``FleetAccumulator`` does the
+same for the multi-route chunks of ``LinkModel.predict`` (one accumulator per route).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class TimelineAccumulator:
     """Folds 1-D timeline chunks into a summary in constant memory.
 
     Percentiles come from a fixed histogram (``bin_ms`` wide, up to ``max_ms``; beyond lands in the
-    last bin), so p50/p95 are exact to half a bin.
+    last bin), so p50/p95 are exact to half a bin. Only the bins between the lowest and highest RTT
+    seen are stored (a route's RTT spans tens of ms: kilobytes, where all bins would take 1.6 MB),
+    so a fleet of accumulators stays small.
     """
 
     def __init__(
@@ -55,7 +58,9 @@ class TimelineAccumulator:
         self.step_s = float(step_s)
         self.stall_s = handover_stall_ms / 1e3
         self.bin_ms = bin_ms
-        self._hist = np.zeros(int(np.ceil(max_ms / bin_ms)) + 1, dtype=np.int64)
+        self._bins = int(np.ceil(max_ms / bin_ms)) + 1
+        self._hist = np.zeros(0, dtype=np.int64)  # counts of bins _hist_lo, _hist_lo + 1, ...
+        self._hist_lo = 0
         self.samples = 0
         self.available = 0
         self.rtt_min = np.inf
@@ -82,8 +87,8 @@ class TimelineAccumulator:
             v = rtt[ok]
             self.rtt_min = min(self.rtt_min, float(v.min()))
             self.rtt_max = max(self.rtt_max, float(v.max()))
-            bins = np.minimum((v / self.bin_ms).astype(np.int64), self._hist.size - 1)
-            self._hist += np.bincount(bins, minlength=self._hist.size)
+            bins = np.minimum((v / self.bin_ms).astype(np.int64), self._bins - 1)
+            self._count(bins)
         self.handovers += int(np.count_nonzero(chunk.handover))
         # Outage intervals: [first sample without a route, first sample with one again).
         change = np.flatnonzero(np.diff(np.concatenate([[not self._is_open], ok]).astype(np.int8)))
@@ -95,6 +100,18 @@ class TimelineAccumulator:
                 self._open_outage = float(t[i])
         return chunk
 
+    def _count(self, bins: np.ndarray) -> None:
+        low, high = int(bins.min()), int(bins.max())
+        if self._hist.size == 0:
+            self._hist_lo = low
+            self._hist = np.zeros(high - low + 1, dtype=np.int64)
+        elif low < self._hist_lo or high >= self._hist_lo + self._hist.size:
+            new_lo = min(low, self._hist_lo)
+            grown = np.zeros(max(high, self._hist_lo + self._hist.size - 1) - new_lo + 1, dtype=np.int64)
+            grown[self._hist_lo - new_lo : self._hist_lo - new_lo + self._hist.size] = self._hist
+            self._hist, self._hist_lo = grown, new_lo
+        self._hist += np.bincount(bins - self._hist_lo, minlength=self._hist.size)
+
     @property
     def _is_open(self) -> bool:
         return self._open_outage is not None
@@ -103,7 +120,7 @@ class TimelineAccumulator:
         total = self._hist.sum()
         if total == 0:
             return float("nan")
-        k = int(np.searchsorted(np.cumsum(self._hist), q * total, side="left"))
+        k = self._hist_lo + int(np.searchsorted(np.cumsum(self._hist), q * total, side="left"))
         return (k + 0.5) * self.bin_ms
 
     def summary(self) -> TimelineSummary:
@@ -125,6 +142,33 @@ class TimelineAccumulator:
             stall_s=self.handovers * self.stall_s,
             outages=outages,
         )
+
+
+class FleetAccumulator:
+    """Folds multi-route chunks (``LinkModel.predict`` over P routes) into P summaries, in memory
+    that does not grow with the window: one ``TimelineAccumulator`` per route."""
+
+    def __init__(self, routes: int, step_s: float, handover_stall_ms: float = 0.0) -> None:
+        if routes < 1:
+            raise ValueError(f"a fleet needs at least one route, got {routes}")
+        self.routes = [TimelineAccumulator(step_s, handover_stall_ms) for _ in range(routes)]
+
+    def add(self, chunk: TimelineChunk) -> TimelineChunk:
+        if chunk.rtt_ms.ndim != 2 or chunk.rtt_ms.shape[1] != len(self.routes):
+            raise ValueError(
+                f"FleetAccumulator of {len(self.routes)} routes got a chunk shaped {chunk.rtt_ms.shape}"
+            )
+        for p, accumulator in enumerate(self.routes):
+            accumulator.add(chunk.route(p))
+        return chunk
+
+    @property
+    def samples(self) -> int:
+        """Samples folded per route."""
+        return self.routes[0].samples
+
+    def summaries(self) -> list[TimelineSummary]:
+        return [accumulator.summary() for accumulator in self.routes]
 
 
 def summarize(

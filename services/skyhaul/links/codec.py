@@ -164,6 +164,7 @@ def summary_to_proto(
         ],
         longest_outage_s=summary.longest_outage_s,
         compute_seconds=compute_seconds,
+        outage_count=len(summary.outages),
     )
 
 

@@ -15,8 +15,10 @@ comes back. At the wall time of the slot start (``clock.to_wall``) it publishes,
 
 Within the slot, when a held path breaks (the held satellite sets before the slot ends: NaN
 samples) or comes back, a ``LinkStatusChanged`` is published at the wall time of the first
-sample that shows it. Every event carries the latest ``LinkStateSnapshot`` (every data center's
-route and the assignments), so the bus's latest key is always current.
+sample that shows it. Each event carries the part of the latest state it changes (the fleet-wide
+slot and gateway assignments with ``SlotStarted``, one data center's route and terminal assignment
+with its ``Handover``, ``RouteChanged`` or mid-slot ``LinkStatusChanged``), which the bus stores per
+data center: a slot writes state in proportion to the fleet, not to its square.
 
 "Last told" is what was actually published: when Redis refuses, the engine retries with backoff
 until the slot ends, drops what it could not publish (logged), keeps computing, and compares
@@ -40,7 +42,7 @@ from redis.exceptions import RedisError
 from skyhaul.core.elements import ElementSet
 from skyhaul.core.ground import GroundSegment
 from skyhaul.core.scheduler import SchedulerConfig
-from skyhaul.core.timeline import LinkModel
+from skyhaul.core.timeline import Decision, LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventPublisher
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("skyhaul.links.engine")
 
 _PUBLISH_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+PUBLISH_BATCH = 500  # events per transaction (a fleet's slot: about 0.5 MB each)
 
 
 @dataclass
@@ -77,7 +80,7 @@ class Change:
     up: bool
     reason: str
     delay_ms: float
-    assignments: list[route_pb2.Assignment]
+    assignment: route_pb2.Assignment | None  # the data center's terminal at the change
 
 
 @dataclass
@@ -89,6 +92,7 @@ class SlotPlan:
     data_centers: list[DataCenterSlot]
     assignments: list[route_pb2.Assignment]
     changes: list[Change] = field(default_factory=list)
+    _terminal_assignments: dict[str, route_pb2.Assignment] | None = field(default=None, repr=False)
 
     @property
     def slot(self) -> route_pb2.Slot:
@@ -102,6 +106,24 @@ class SlotPlan:
             assignments=self.assignments,
         )
 
+    def fleet_state(self) -> events_pb2.LinkStateSnapshot:
+        """The fleet-wide part of the state at the slot start: slot and gateway assignments."""
+        return events_pb2.LinkStateSnapshot(
+            emulated_time=to_timestamp(self.start),
+            slot=self.slot,
+            assignments=[a for a in self.assignments if a.kind != route_pb2.GROUND_KIND_TERMINAL],
+        )
+
+    def data_center_state(self, index: int) -> events_pb2.LinkStateSnapshot:
+        """One data center's part of the state: its route and its terminal's assignment."""
+        dc = self.data_centers[index]
+        if self._terminal_assignments is None:
+            self._terminal_assignments = {
+                a.ground_id: a for a in self.assignments if a.kind == route_pb2.GROUND_KIND_TERMINAL
+            }
+        own = self._terminal_assignments.get(dc.id)
+        return events_pb2.LinkStateSnapshot(routes=[dc.route], assignments=[own] if own is not None else [])
+
     def apply(self, change: Change) -> None:
         """Fold a mid-slot change into the routes and assignments the snapshot shows."""
         dc = self.data_centers[change.data_center]
@@ -112,7 +134,13 @@ class SlotPlan:
         route.first_satellite_index = dc.satellite if change.up else -1
         route.capacity_up_mbps = dc.capacity_up_mbps if change.up else 0.0
         route.capacity_down_mbps = dc.capacity_down_mbps if change.up else 0.0
-        self.assignments = change.assignments
+        if change.assignment is not None:
+            self.assignments = [
+                change.assignment if a.kind == route_pb2.GROUND_KIND_TERMINAL and a.ground_id == dc.id else a
+                for a in self.assignments
+            ]
+            if self._terminal_assignments is not None:
+                self._terminal_assignments[dc.id] = change.assignment
 
 
 def compute_slot(model: LinkModel, start: float) -> SlotPlan:
@@ -158,11 +186,11 @@ def compute_slot(model: LinkModel, start: float) -> SlotPlan:
                 if now_up
                 else route_view.outage_reason(model, k, region, t, decision)
             )
-            changes.append(Change(t, k, now_up, why, float(samples[j]), []))
+            changes.append(Change(t, k, now_up, why, float(samples[j]), None))
             current = now_up
     changes.sort(key=lambda c: (c.t_unix, c.data_center))
     for change in changes:
-        change.assignments = route_view.assignments(model, change.t_unix, decision)
+        change.assignment = terminal_assignment(model, change.data_center, change.t_unix, decision)
     return SlotPlan(
         index=index,
         start=slot_start,
@@ -171,6 +199,22 @@ def compute_slot(model: LinkModel, start: float) -> SlotPlan:
         data_centers=data_centers,
         assignments=route_view.assignments(model, slot_start, decision),
         changes=changes,
+    )
+
+
+def terminal_assignment(
+    model: LinkModel, terminal: int, t: float, decision: Decision
+) -> route_pb2.Assignment:
+    """The satellite terminal row ``terminal`` uses at t (as ``route_view.assignments`` says it, for
+    one terminal: its held satellite while visible, else -1), with its look angles."""
+    held = int(decision.terminal_sat[terminal])
+    sat = held if held >= 0 and model.visible(t)[terminal, held] else -1
+    angles = model.look_angles(t, [terminal], [sat])[:, 0]
+    return codec.assignment(
+        model.ground.terminals[terminal].id,
+        route_pb2.GROUND_KIND_TERMINAL,
+        sat,
+        *(0.0 if np.isnan(v) else float(v) for v in angles),
     )
 
 
@@ -269,6 +313,11 @@ class LinkEngine:
     # --- the loop -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            # Entries of data centers an earlier run of another fleet left would show in snapshots.
+            await self._publisher.retain_data_centers([t.id for t in self.ground.terminals])
+        except _PUBLISH_ERRORS as exc:
+            log.info("could not drop stale data-center state from %s yet: %s", self.channel, exc)
         plan: SlotPlan | None = None
         while not self._stop.is_set():
             try:
@@ -332,13 +381,13 @@ class LinkEngine:
         event.emulated_time.CopyFrom(to_timestamp(t_unix))
         return event
 
-    def _slot_events(self, plan: SlotPlan) -> list[events_pb2.LinkEvent]:
+    def _slot_events(self, plan: SlotPlan) -> list[tuple[events_pb2.LinkEvent, events_pb2.LinkStateSnapshot]]:
+        """The slot's events, each with the part of the state it changes (empty: none)."""
         slot = plan.slot
-        events = [
-            self._event(plan.start, slot_started=events_pb2.SlotStarted(slot=slot, isl_count=plan.isl_count))
-        ]
+        started = events_pb2.SlotStarted(slot=slot, isl_count=plan.isl_count)
+        events = [(self._event(plan.start, slot_started=started), plan.fleet_state())]
         stall_s = self.config.handover_stall_ms / 1e3
-        for dc in plan.data_centers:
+        for k, dc in enumerate(plan.data_centers):
             before = self._told_satellite.setdefault(dc.id, dc.previous_satellite)
             if dc.satellite != before:
                 handover = events_pb2.Handover(
@@ -350,20 +399,18 @@ class LinkEngine:
                 )
                 if stall_s > 0 and before >= 0 and dc.satellite >= 0:
                     handover.stall.CopyFrom(codec.duration(stall_s))
-                events.append(self._event(plan.start, handover=handover))
-        for dc in plan.data_centers:
+                events.append((self._event(plan.start, handover=handover), plan.data_center_state(k)))
+        for k, dc in enumerate(plan.data_centers):
             changed = self._told_path.get(dc.id) != dc.path
-            events.append(
-                self._event(
-                    plan.start, route_changed=events_pb2.RouteChanged(route=dc.route, path_changed=changed)
-                )
-            )
+            route_changed = events_pb2.RouteChanged(route=dc.route, path_changed=changed)
+            events.append((self._event(plan.start, route_changed=route_changed), plan.data_center_state(k)))
         for dc in plan.data_centers:
             if self._told_up.get(dc.id) != dc.up:
                 status = events_pb2.LinkStatusChanged(
                     data_center_id=dc.id, region_id=dc.region_id, up=dc.up, reason=dc.reason
                 )
-                events.append(self._event(plan.start, link_status=status))
+                # The route just published already says whether it is available.
+                events.append((self._event(plan.start, link_status=status), events_pb2.LinkStateSnapshot()))
         return events
 
     def _fold(self, event: events_pb2.LinkEvent) -> None:
@@ -384,13 +431,15 @@ class LinkEngine:
         }
         with tracer.start_as_current_span("links.slot", attributes=attributes) as span:
             events = self._slot_events(plan)
-            snapshot = plan.snapshot(plan.start)
-            for k, event in enumerate(events):
-                if not await self._publish(event, snapshot, plan.end):
+            # In batches, one transaction each: a slot of a large fleet goes out in a few round trips.
+            for k in range(0, len(events), PUBLISH_BATCH):
+                batch = events[k : k + PUBLISH_BATCH]
+                if not await self._publish(batch, plan.end):
                     self._drop(len(events) - k, plan)
                     span.set_attribute("skyhaul.events_dropped", len(events) - k)
                     return
-                self._fold(event)
+                for event, _ in batch:
+                    self._fold(event)
             self.slots_published += 1
             span.set_attribute("skyhaul.events", len(events))
 
@@ -405,7 +454,7 @@ class LinkEngine:
         event = self._event(change.t_unix, link_status=status)
         attributes = {"skyhaul.slot": plan.index, "skyhaul.data_center": dc.id, "skyhaul.up": change.up}
         with tracer.start_as_current_span("links.link_status", attributes=attributes):
-            if await self._publish(event, plan.snapshot(change.t_unix), plan.end):
+            if await self._publish([(event, plan.data_center_state(change.data_center))], plan.end):
                 self._fold(event)
             else:
                 self._drop(1, plan)
@@ -420,14 +469,17 @@ class LinkEngine:
             )
 
     async def _publish(
-        self, event: events_pb2.LinkEvent, snapshot: events_pb2.LinkStateSnapshot, deadline_unix: float
+        self,
+        items: list[tuple[events_pb2.LinkEvent, events_pb2.LinkStateSnapshot]],
+        deadline_unix: float,
     ) -> bool:
-        """Publish, retrying with backoff until the emulated deadline; False if it never went out."""
+        """Publish (events, each with the state it changes), retrying with backoff until the
+        emulated deadline; False if they never went out."""
         assert self._publisher is not None
         backoff = self._retry_initial_s
         while not self._stop.is_set():
             try:
-                await self._publisher.publish(event, snapshot)
+                await self._publisher.publish_batch(items)
             except _PUBLISH_ERRORS as exc:
                 if self.publishing:
                     log.warning(

@@ -21,8 +21,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import redis.asyncio as aioredis
-from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
@@ -33,13 +31,13 @@ from skyhaul.core.ground import UnknownId
 from skyhaul.core.passes import MAX_WINDOW_S as MAX_CONTACT_WINDOW_S
 from skyhaul.core.passes import find_passes
 from skyhaul.core.propagate import Propagator
-from skyhaul.core.summary import TimelineAccumulator
+from skyhaul.core.summary import FleetAccumulator, TimelineAccumulator
 from skyhaul.core.timeline import LinkModel
 from skyhaul.links import codec, route_view
 from skyhaul.links.engine import LinkEngine
 from skyhaul.links.ground_from_scenario import gateway_regions, ground_segment, model_options
-from skyhaul.runtime import clients, limits
-from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, latest_key, log_key, redis_ping
+from skyhaul.runtime import bus, clients, limits
+from skyhaul.runtime.bus import LINK_EVENTS_CHANNEL, EventSubscriber, redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
 from skyhaul.runtime.errors import InvalidArgument, NotFound, Unavailable, as_invalid_argument
 from skyhaul.runtime.server import ServiceApp, service_full_name
@@ -51,6 +49,7 @@ tracer = trace.get_tracer("skyhaul.links")
 
 ELEMENTS_REFRESH_S = 60.0  # how often the elements' version is re-checked (a cheap not-modified call)
 CHUNK_SAMPLES = 3600
+FLEET_CHUNK_VALUES = 1_000_000  # samples x data centers per chunk of a fleet prediction (~40 MB)
 CHUNKS_IN_FLIGHT = 4  # bounded queue between a prediction's worker thread and its stream
 PREDICTION_WORKERS = 2  # predictions computed at once; more wait for a worker
 MAX_PREDICTION_SAMPLES = 7 * 86_400  # 7 days at 1 s
@@ -322,8 +321,25 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
     async def PredictRoutes(self, request, context) -> AsyncIterator[links_pb2.PredictRoutesResponse]:
         app = self.app
         elements = app.require_elements()
-        terminal = app.data_center(request.data_center_id)
-        region = app.region_for(terminal, request.region_id)
+        fleet = request.all_data_centers or len(request.data_center_ids) > 0
+        if fleet:
+            if request.data_center_id:
+                raise InvalidArgument(
+                    "give data_center_id (one route) or data_center_ids / all_data_centers (a fleet), not both"
+                )
+            if request.all_data_centers and request.data_center_ids:
+                raise InvalidArgument("give data_center_ids or all_data_centers, not both")
+            ids = (
+                [t.id for t in app.ground.terminals]
+                if request.all_data_centers
+                else list(request.data_center_ids)
+            )
+            if len(set(ids)) != len(ids):
+                raise InvalidArgument("data_center_ids lists a data center more than once")
+            pairs = [(dc, app.region_for(app.data_center(dc), request.region_id)) for dc in ids]
+        else:
+            terminal = app.data_center(request.data_center_id)
+            pairs = [(request.data_center_id, app.region_for(terminal, request.region_id))]
         step = (
             bounds.check_duration(request.step, "step", maximum_s=86_400.0, exclusive_minimum=True)
             if request.HasField("step")
@@ -342,74 +358,75 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
         # The configurable per-call cap (RESOURCE_EXHAUSTED); the sample bound above is the contract's.
         limits.check_prediction_window(end - start)
         span = trace.get_current_span()
-        span.set_attribute("skyhaul.data_center", request.data_center_id)
+        if fleet:
+            span.set_attribute("skyhaul.data_centers", len(pairs))
+        else:
+            span.set_attribute("skyhaul.data_center", request.data_center_id)
         span.set_attribute("skyhaul.samples", samples)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
-        cancelled = threading.Event()
-        dc_id = request.data_center_id
         stall_ms = app.config.handover_stall_ms
 
-        def put(item) -> bool:
-            # Blocks while the stream is CHUNKS_IN_FLIGHT chunks behind: memory stays flat.
-            try:
-                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-            except RuntimeError:  # the loop is gone (server shut down)
-                return False
-            while True:
-                try:
-                    future.result(timeout=0.5)
-                    return True
-                except TimeoutError:
-                    if cancelled.is_set():
-                        future.cancel()
-                        return False
-
-        def produce() -> None:
+        def predict_one(put: Callable[[Any], bool], cancelled: threading.Event) -> None:
             began = time.perf_counter()
             waited = 0.0  # time blocked on a slow reader is not compute time
-            try:
-                model = route_view.new_model(elements, app.ground, app.config, app.model_options)
-                acc = TimelineAccumulator(step, stall_ms)
-                extra = ModelSummary()
-                with as_invalid_argument():
-                    chunks = model.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
-                for chunk in chunks:
-                    if cancelled.is_set():
-                        return
-                    acc.add(chunk)
-                    extra.add(chunk)
-                    message = links_pb2.PredictRoutesResponse(chunk=codec.chunk_to_proto(chunk, step))
-                    blocked = time.perf_counter()
-                    if not put(message):
-                        return
-                    waited += time.perf_counter() - blocked
-                summary = codec.summary_to_proto(
-                    acc.summary(),
-                    time.perf_counter() - began - waited,
-                    expected_loss=extra.expected_loss,
-                    floor_rtt_p50_ms=extra.floor_p50_ms,
-                    link_model=app.link_model_name(dc_id),
-                )
-                put(links_pb2.PredictRoutesResponse(summary=summary))
-                put(_DONE)
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which raises it
-                put(exc)
+            dc_id, region = pairs[0]
+            model = route_view.new_model(elements, app.ground, app.config, app.model_options)
+            acc = TimelineAccumulator(step, stall_ms)
+            extra = ModelSummary()
+            with as_invalid_argument():
+                chunks = model.predict_route(dc_id, region, start, end, step, CHUNK_SAMPLES)
+            for chunk in chunks:
+                if cancelled.is_set():
+                    return
+                acc.add(chunk)
+                extra.add(chunk)
+                message = links_pb2.PredictRoutesResponse(chunk=codec.chunk_to_proto(chunk, step))
+                blocked = time.perf_counter()
+                if not put(message):
+                    return
+                waited += time.perf_counter() - blocked
+            summary = codec.summary_to_proto(
+                acc.summary(),
+                time.perf_counter() - began - waited,
+                expected_loss=extra.expected_loss,
+                floor_rtt_p50_ms=extra.floor_p50_ms,
+                link_model=app.link_model_name(dc_id),
+            )
+            put(links_pb2.PredictRoutesResponse(summary=summary))
 
-        loop.run_in_executor(app.prediction_pool, produce)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            # The worker sees the flag at its next chunk; draining unblocks a put it may be waiting on.
-            cancelled.set()
-            while not queue.empty():
-                queue.get_nowait()
+        def predict_fleet(put: Callable[[Any], bool], cancelled: threading.Event) -> None:
+            began = time.perf_counter()
+            waited = 0.0
+            model = route_view.new_model(elements, app.ground, app.config, app.model_options)
+            acc = FleetAccumulator(len(pairs), step, stall_ms)
+            # Chunks of about FLEET_CHUNK_VALUES values: memory stays flat whatever the fleet and window.
+            chunk_samples = max(1, min(CHUNK_SAMPLES, FLEET_CHUNK_VALUES // len(pairs)))
+            with as_invalid_argument():
+                chunks = model.predict(pairs, start, end, step, chunk_samples)
+            for chunk in chunks:
+                if cancelled.is_set():
+                    return
+                acc.add(chunk)
+                progress = links_pb2.FleetPredictionProgress(
+                    samples_done=acc.samples,
+                    samples_total=samples,
+                    data_centers=len(pairs),
+                    reached=to_timestamp(min(end, float(chunk.t_unix[-1]) + step)),
+                    compute_seconds=time.perf_counter() - began - waited,
+                )
+                blocked = time.perf_counter()
+                if not put(links_pb2.PredictRoutesResponse(progress=progress)):
+                    return
+                waited += time.perf_counter() - blocked
+            compute_s = time.perf_counter() - began - waited
+            for (dc, region), summary in zip(pairs, acc.summaries(), strict=True):
+                one = links_pb2.DataCenterPredictionSummary(
+                    data_center_id=dc, region_id=region, summary=codec.summary_to_proto(summary, compute_s)
+                )
+                if not put(links_pb2.PredictRoutesResponse(data_center_summary=one)):
+                    return
+
+        async for item in _stream_from_worker(app.prediction_pool, predict_fleet if fleet else predict_one):
+            yield item
 
     async def ListContacts(self, request, context):
         app = self.app
@@ -478,7 +495,14 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
                 )
         event_filter = EventFilter(app, dcs, regions)
         resume = request.after_sequence > 0
-        subscriber = EventSubscriber(app.redis_url, app.channel, request.after_sequence if resume else None)
+        # Snapshots ("snapshot first", resynchronising) are assembled from the asked-for data
+        # centers' own state entries (all of them without a data-center filter).
+        subscriber = EventSubscriber(
+            app.redis_url,
+            app.channel,
+            request.after_sequence if resume else None,
+            data_centers=dcs or None,
+        )
         stream = subscriber.events()
         try:
             if resume and request.include_snapshot:
@@ -506,21 +530,58 @@ class LinkServicer(links_pb2_grpc.LinkServiceServicer):
 
 
 async def newest_sequence(redis_url: str, channel: str) -> int:
-    """The newest sequence on the channel: its log's last entry, or the latest snapshot's."""
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    """The newest sequence on the channel (runtime/bus.py), or UNAVAILABLE saying why not."""
     try:
-        newest = await client.xrevrange(log_key(channel), count=1)
-        raw = await client.get(latest_key(channel))
-    except RedisError as exc:
+        return await bus.newest_sequence(redis_url, channel)
+    except (RedisError, OSError) as exc:
         raise Unavailable(f"cannot read the event log from Redis at {redis_url}: {exc}") from None
+
+
+async def _stream_from_worker(
+    pool: ThreadPoolExecutor, produce: Callable[[Callable[[Any], bool], threading.Event], None]
+) -> AsyncIterator[Any]:
+    """Run ``produce(put, cancelled)`` in ``pool`` and yield what it puts, in order, with at most
+    CHUNKS_IN_FLIGHT items waiting (``put`` blocks the worker meanwhile: memory stays flat). An
+    exception in the worker is raised here; a reader that goes away sets ``cancelled``."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
+    cancelled = threading.Event()
+
+    def put(item) -> bool:
+        try:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        except RuntimeError:  # the loop is gone (server shut down)
+            return False
+        while True:
+            try:
+                future.result(timeout=0.5)
+                return True
+            except TimeoutError:
+                if cancelled.is_set():
+                    future.cancel()
+                    return False
+
+    def run() -> None:
+        try:
+            produce(put, cancelled)
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which raises it
+            put(exc)
+
+    loop.run_in_executor(pool, run)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
-        await client.aclose()
-    logged = int(newest[0][0].split(b"-")[0]) if newest else 0
-    snapshot = events_pb2.LinkStateSnapshot()
-    if raw is not None:
-        with contextlib.suppress(DecodeError):
-            snapshot.ParseFromString(raw)
-    return max(logged, snapshot.sequence)
+        # The worker sees the flag at its next chunk; draining unblocks a put it may be waiting on.
+        cancelled.set()
+        while not queue.empty():
+            queue.get_nowait()
 
 
 class EventFilter:

@@ -4,25 +4,34 @@ Keys for a channel C (default `skyhaul.v1.link-events`):
 
 - `C`         pub/sub channel; each message is a serialized `skyhaul.v1.LinkEvent`;
 - `C:log`     capped stream of the same events, entry id `<sequence>-0`, field `e`;
-- `C:latest`  the latest `skyhaul.v1.LinkStateSnapshot` (its `sequence` = last event folded in).
+- `C:state`   the latest state, a hash with one field per data center (so what a slot writes grows
+              with the fleet, never with its square), each a `LinkStateSnapshot` holding that data
+              center's route and terminal assignment; field `@fleet` holds the fleet-wide part
+              (emulated time, slot, gateway assignments) and `@head` the sequence and run of the
+              last event published with a snapshot (the state is current as of that event).
 
-The publisher writes all three in one MULTI/EXEC, so an event is in the log before any subscriber
-can hear of it. Sequences continue from what Redis holds (a restarted publisher never reuses a
-number; `run_id` tells runs apart).
+The publisher writes the event, the state it changes and `@head` in one MULTI/EXEC, so an event is
+in the log before any subscriber can hear of it, and a state read in one command is consistent
+with one sequence. Only what an event changes is written (`publish(event, snapshot)` with the
+changed routes), never the whole fleet's state. Sequences continue from what Redis holds (a
+restarted publisher never reuses a number; `run_id` tells runs apart).
+
+A snapshot (what a subscriber starts from or resynchronises with) is assembled from the hash:
+every data center's entry, or only those a subscriber follows (`data_centers=`), in one HMGET.
 
 The subscriber subscribes first, then replays the log after the last sequence it has seen, then
 follows pub/sub: duplicates are dropped and a gap is filled from the log. When the log has been
 trimmed past the gap, the subscriber yields one `LinkEvent` whose body is the latest snapshot
-(sequence = the snapshot's), so the consumer replaces its state instead of patching it; events
-after it follow as usual. If Redis itself lost its state (restart without persistence) and a new
-publisher run starts again at 1, the subscriber notices and starts over from the log.
+(sequence = the snapshot's; only the followed data centers' routes when it follows a few), so
+the consumer replaces its state instead of patching it; events after it follow as usual. If
+Redis itself lost its state (restart without persistence) and a new publisher run starts again
+at 1, the subscriber notices and starts over from the log.
 
 Each event carries the W3C trace context of its `publish` span; the subscriber records a
 `receive` span as its child, so one trace spans publisher and subscriber.
-
 With an event key (runtime/event_signing.py: SKYHAUL_EVENT_KEY, set by `skyhaul up` and the
-chart) the publisher seals every event and snapshot it writes, and the subscriber drops (with a
-warning, counted in `rejected_events`) any message, log entry or snapshot whose seal does not
+chart) the publisher seals every event and state entry it writes, and the subscriber drops (with a
+warning, counted in `rejected_events`) any message, log entry or state entry whose seal does not
 check, or whose log entry id is not its own sequence: a client of Redis without the key cannot
 change what a subscriber does. Without a key nothing is sealed or checked (said once in the log).
 """
@@ -37,7 +46,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
@@ -52,7 +61,7 @@ from redis.exceptions import WatchError
 from skyhaul.runtime import event_signing
 from skyhaul.runtime.event_signing import EventSigner
 from skyhaul.runtime.telemetry import trace_verbose
-from skyhaul.v1 import events_pb2
+from skyhaul.v1 import events_pb2, route_pb2
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +79,17 @@ def log_key(channel: str) -> str:
     return f"{channel}:log"
 
 
-def latest_key(channel: str) -> str:
-    return f"{channel}:latest"
+def state_key(channel: str) -> str:
+    return f"{channel}:state"
+
+
+HEAD_FIELD = b"@head"  # sequence and run of the last event published with a snapshot
+FLEET_FIELD = b"@fleet"  # emulated time, slot, gateway assignments (written when they change)
+_DATA_CENTER_PREFIX = b"dc:"
+
+
+def data_center_field(data_center_id: str) -> bytes:
+    return _DATA_CENTER_PREFIX + data_center_id.encode()
 
 
 def _entry_sequence(entry_id: bytes | str) -> int:
@@ -89,31 +107,134 @@ def _signer(signer) -> EventSigner | None:
     return event_signing.signer_from_env() if signer is _FROM_ENV else signer
 
 
-async def _read_snapshot(
-    client: aioredis.Redis,
-    channel: str,
-    signer: EventSigner | None = None,
-    on_forged: Callable[[str], None] | None = None,
+# Set while reading state: the run's signer and what to call for an entry whose seal fails.
+class _Check:
+    def __init__(self, signer: EventSigner | None = None, on_forged: Callable[[str], None] | None = None):
+        self.signer = signer
+        self.on_forged = on_forged
+
+
+_NO_CHECK = _Check()
+
+
+def _parse_snapshot(
+    raw: bytes | None, where: str, check: _Check = _NO_CHECK
 ) -> events_pb2.LinkStateSnapshot | None:
-    raw = await client.get(latest_key(channel))
     if raw is None:
         return None
-    if signer is not None and not signer.verify(raw, event_signing.SNAPSHOT):
-        if on_forged is not None:
-            on_forged(f"snapshot under {latest_key(channel)}")
+    if check.signer is not None and not check.signer.verify(raw, event_signing.SNAPSHOT):
+        if check.on_forged is not None:
+            check.on_forged(f"state entry {where}")
         return None
     snapshot = events_pb2.LinkStateSnapshot()
     try:
         snapshot.ParseFromString(raw)
     except DecodeError:
-        log.warning("ignoring undecodable snapshot under %s", latest_key(channel))
+        log.warning("ignoring an undecodable state entry %s", where)
         return None
     return snapshot
+
+
+def split_state(
+    snapshot: events_pb2.LinkStateSnapshot, sequence: int, run_id: str, emulated_time=None
+) -> dict[bytes, bytes]:
+    """The hash fields a (partial) snapshot writes: one per data center whose route it holds (with
+    that data center's terminal assignments), and `@fleet` when it holds fleet-wide state (an
+    emulated time, a slot, or assignments of no data center it names)."""
+    fields: dict[bytes, bytes] = {}
+    named = {route.data_center_id for route in snapshot.routes}
+    terminal = route_pb2.GROUND_KIND_TERMINAL
+    for route in snapshot.routes:
+        entry = events_pb2.LinkStateSnapshot(sequence=sequence, run_id=run_id, routes=[route])
+        if snapshot.HasField("emulated_time"):
+            entry.emulated_time.CopyFrom(snapshot.emulated_time)
+        elif emulated_time is not None:
+            entry.emulated_time.CopyFrom(emulated_time)
+        if route.HasField("slot"):
+            entry.slot.CopyFrom(route.slot)
+        entry.assignments.extend(
+            a for a in snapshot.assignments if a.kind == terminal and a.ground_id == route.data_center_id
+        )
+        fields[data_center_field(route.data_center_id)] = entry.SerializeToString()
+    others = [a for a in snapshot.assignments if not (a.kind == terminal and a.ground_id in named)]
+    if snapshot.HasField("emulated_time") or snapshot.HasField("slot") or others:
+        fleet = events_pb2.LinkStateSnapshot(sequence=sequence, run_id=run_id, assignments=others)
+        if snapshot.HasField("emulated_time"):
+            fleet.emulated_time.CopyFrom(snapshot.emulated_time)
+        if snapshot.HasField("slot"):
+            fleet.slot.CopyFrom(snapshot.slot)
+        fields[FLEET_FIELD] = fleet.SerializeToString()
+    return fields
+
+
+def _assemble(
+    head: bytes | None,
+    fleet: bytes | None,
+    entries: list[bytes | None],
+    channel: str,
+    check: _Check = _NO_CHECK,
+):
+    """One snapshot from the hash fields read in one command (None when nothing was ever published)."""
+    head_state = _parse_snapshot(head, f"{HEAD_FIELD.decode()} of {state_key(channel)}", check)
+    if head_state is None:
+        return None
+    snapshot = events_pb2.LinkStateSnapshot(sequence=head_state.sequence, run_id=head_state.run_id)
+    fleet_state = _parse_snapshot(fleet, f"{FLEET_FIELD.decode()} of {state_key(channel)}", check)
+    latest = 0
+    if fleet_state is not None:
+        if fleet_state.HasField("slot"):
+            snapshot.slot.CopyFrom(fleet_state.slot)
+        if fleet_state.HasField("emulated_time"):
+            snapshot.emulated_time.CopyFrom(fleet_state.emulated_time)
+            latest = fleet_state.emulated_time.ToNanoseconds()
+    parts = [_parse_snapshot(raw, f"in {state_key(channel)}", check) for raw in entries]
+    parts = sorted((p for p in parts if p is not None and p.routes), key=lambda p: p.routes[0].data_center_id)
+    for part in parts:
+        snapshot.routes.extend(part.routes)
+        snapshot.assignments.extend(part.assignments)
+        if part.HasField("emulated_time") and part.emulated_time.ToNanoseconds() > latest:
+            snapshot.emulated_time.CopyFrom(part.emulated_time)
+            latest = part.emulated_time.ToNanoseconds()
+    if fleet_state is not None:
+        snapshot.assignments.extend(fleet_state.assignments)
+    return snapshot
+
+
+async def _read_snapshot(
+    client: aioredis.Redis,
+    channel: str,
+    data_centers: Collection[str] | None = None,
+    check: _Check = _NO_CHECK,
+) -> events_pb2.LinkStateSnapshot | None:
+    """The latest state, every data center's or only `data_centers`' (one command: consistent)."""
+    key = state_key(channel)
+    if data_centers is None:
+        fields = await client.hgetall(key)
+        entries = [raw for name, raw in fields.items() if name.startswith(_DATA_CENTER_PREFIX)]
+        return _assemble(fields.get(HEAD_FIELD), fields.get(FLEET_FIELD), entries, channel, check)
+    names = [HEAD_FIELD, FLEET_FIELD, *(data_center_field(dc) for dc in sorted(set(data_centers)))]
+    values = await client.hmget(key, names)
+    return _assemble(values[0], values[1], values[2:], channel, check)
+
+
+async def _stored_sequence(client: aioredis.Redis, channel: str, check: _Check = _NO_CHECK) -> int:
+    head = _parse_snapshot(await client.hget(state_key(channel), HEAD_FIELD), state_key(channel), check)
+    return head.sequence if head is not None else 0
 
 
 async def _newest_logged_sequence(client: aioredis.Redis, channel: str) -> int:
     newest = await client.xrevrange(log_key(channel), count=1)
     return _entry_sequence(newest[0][0]) if newest else 0
+
+
+async def newest_sequence(redis_url: str, channel: str, timeout: float = 2.0) -> int:  # noqa: ASYNC109
+    """The newest sequence on the channel: its log's last entry, or the state's head (the log may
+    have been trimmed or deleted). Raises redis errors when Redis cannot be read."""
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return max(await _newest_logged_sequence(client, channel), await _stored_sequence(client, channel))
+    finally:
+        await client.aclose()
 
 
 async def redis_ping(url: str, timeout: float = 1.0) -> bool:  # noqa: ASYNC109 - also the socket timeouts
@@ -131,7 +252,7 @@ async def redis_ping(url: str, timeout: float = 1.0) -> bool:  # noqa: ASYNC109 
 
 
 class EventPublisher:
-    """Publishes `LinkEvent`s (and optionally the latest snapshot) on one channel.
+    """Publishes `LinkEvent`s (and the latest state they change) on one channel.
 
     Raises redis.exceptions.ConnectionError when Redis is unreachable. A connection lost while
     EXEC is in flight may or may not have published; publishing again then delivers the event
@@ -160,10 +281,11 @@ class EventPublisher:
             redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
         )
         self._tracer = _tracer(tracer_provider)
-        self._signer = _signer(signer)
         self._lock = asyncio.Lock()  # one publish at a time keeps sequence order = publish order
         # Kept in memory too: if Redis restarts empty under a running publisher, numbering goes on.
         self._last_sequence = 0
+        self._signer = _signer(signer)
+        self._check = _Check(self._signer)
 
     async def publish(
         self, event: events_pb2.LinkEvent, snapshot: events_pb2.LinkStateSnapshot | None = None
@@ -171,26 +293,46 @@ class EventPublisher:
         """Assign the next sequence and publish; returns it.
 
         Sets `event.sequence`, `run_id`, `published_at` and `trace_context` in place, and
-        `snapshot.sequence` / `run_id` when a snapshot is given (stored as the latest state).
+        `snapshot.sequence` / `run_id` when a snapshot is given. `snapshot` is the part of the
+        latest state this event changes (an empty one: nothing, but the state is current as of
+        it): each route it holds (with that data center's terminal assignments) replaces that data
+        center's entry, and its emulated time, slot and other assignments, when it has any, replace
+        the fleet-wide entry. Data centers it does not name keep their entries, so pass only what
+        changed (a whole snapshot also works).
         """
+        return (await self.publish_batch([(event, snapshot)]))[0]
+
+    async def publish_batch(
+        self, items: Sequence[tuple[events_pb2.LinkEvent, events_pb2.LinkStateSnapshot | None]]
+    ) -> list[int]:
+        """Publish several events as `publish` does each, in order, in one transaction (one round
+        trip instead of one per event: a slot of a large fleet goes out at once); returns their
+        consecutive sequences. All are published, or none (an exception)."""
+        if not items:
+            return []
         attributes = {"messaging.system": "redis", "messaging.destination.name": self.channel}
         with self._tracer.start_as_current_span(
             f"publish {self.channel}", kind=trace.SpanKind.PRODUCER, attributes=attributes
         ) as span:
-            event.run_id = self.run_id
-            event.published_at.FromNanoseconds(time.time_ns())
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            event.trace_context.clear()
-            event.trace_context.update(carrier)
+            published_at = time.time_ns()
+            for event, _ in items:
+                event.run_id = self.run_id
+                event.published_at.FromNanoseconds(published_at)
+                event.trace_context.clear()
+                event.trace_context.update(carrier)
             async with self._lock:
-                sequence = await self._commit(event, snapshot)
-            span.set_attribute("skyhaul.sequence", sequence)
-        return sequence
+                first = await self._commit(items)
+            span.set_attribute("skyhaul.sequence", first)
+            if len(items) > 1:
+                span.set_attribute("skyhaul.events", len(items))
+        return list(range(first, first + len(items)))
 
     async def _commit(
-        self, event: events_pb2.LinkEvent, snapshot: events_pb2.LinkStateSnapshot | None
+        self, items: Sequence[tuple[events_pb2.LinkEvent, events_pb2.LinkStateSnapshot | None]]
     ) -> int:
+        """Number and write `items` in one MULTI/EXEC; returns the first sequence."""
         stream = log_key(self.channel)
         async with self._client.pipeline(transaction=True) as pipe:
             while True:
@@ -199,41 +341,63 @@ class EventPublisher:
                     await pipe.watch(stream)
                     stored = await _newest_logged_sequence(pipe, self.channel)
                     if stored == 0:
-                        # An empty log (new, or deleted): the snapshot still remembers the numbering.
-                        stored_snapshot = await _read_snapshot(pipe, self.channel, self._signer)
-                        stored = stored_snapshot.sequence if stored_snapshot is not None else 0
-                    sequence = max(stored, self._last_sequence) + 1
-                    event.sequence = sequence
-                    event.ClearField("signature")
-                    payload = self._seal(event.SerializeToString(), event_signing.EVENT)
+                        # An empty log (new, or deleted): the state still remembers the numbering.
+                        stored = await _stored_sequence(pipe, self.channel, self._check)
+                    first = max(stored, self._last_sequence) + 1
+                    payloads = []
+                    fields: dict[bytes, bytes] = {}  # later events overwrite earlier ones' entries
+                    for offset, (event, snapshot) in enumerate(items):
+                        sequence = first + offset
+                        event.sequence = sequence
+                        event.ClearField("signature")
+                        payloads.append(self._seal(event.SerializeToString(), event_signing.EVENT))
+                        if snapshot is not None:
+                            snapshot.sequence = sequence
+                            snapshot.run_id = self.run_id
+                            emulated = event.emulated_time if event.HasField("emulated_time") else None
+                            for name, value in split_state(snapshot, sequence, self.run_id, emulated).items():
+                                fields[name] = self._seal(value, event_signing.SNAPSHOT)
+                            head = events_pb2.LinkStateSnapshot(sequence=sequence, run_id=self.run_id)
+                            fields[HEAD_FIELD] = self._seal(head.SerializeToString(), event_signing.SNAPSHOT)
                     pipe.multi()
-                    pipe.xadd(
-                        stream,
-                        {EVENT_FIELD: payload},
-                        id=f"{sequence}-0",
-                        maxlen=self.log_maxlen,
-                        approximate=self.approximate_trim,
-                    )
-                    if snapshot is not None:
-                        snapshot.sequence = sequence
-                        snapshot.run_id = self.run_id
-                        snapshot.ClearField("signature")
-                        pipe.set(
-                            latest_key(self.channel),
-                            self._seal(snapshot.SerializeToString(), event_signing.SNAPSHOT),
+                    for offset, payload in enumerate(payloads):
+                        pipe.xadd(
+                            stream,
+                            {EVENT_FIELD: payload},
+                            id=f"{first + offset}-0",
+                            maxlen=self.log_maxlen,
+                            approximate=self.approximate_trim,
                         )
-                    pipe.publish(self.channel, payload)
+                    if fields:
+                        pipe.hset(state_key(self.channel), mapping=fields)
+                    # Heard only after EXEC, when every event of the batch is in the log.
+                    for payload in payloads:
+                        pipe.publish(self.channel, payload)
                     await pipe.execute()
                 except WatchError:
                     continue
-                self._last_sequence = sequence
-                return sequence
+                self._last_sequence = first + len(items) - 1
+                return first
 
     def _seal(self, payload: bytes, domain: bytes) -> bytes:
         return payload if self._signer is None else self._signer.seal(payload, domain)
 
-    async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
-        return await _read_snapshot(self._client, self.channel, self._signer)
+    async def latest_snapshot(
+        self, data_centers: Collection[str] | None = None
+    ) -> events_pb2.LinkStateSnapshot | None:
+        """The latest state assembled from the per-data-center entries (all, or `data_centers`')."""
+        return await _read_snapshot(self._client, self.channel, data_centers, self._check)
+
+    async def retain_data_centers(self, data_center_ids: Collection[str]) -> int:
+        """Drop the state entries of data centers not in `data_center_ids` (left by an earlier run
+        of another fleet); returns how many were dropped."""
+        keep = {data_center_field(dc) for dc in data_center_ids}
+        key = state_key(self.channel)
+        names = await self._client.hkeys(key)
+        stale = [name for name in names if name.startswith(_DATA_CENTER_PREFIX) and name not in keep]
+        for start in range(0, len(stale), 1000):
+            await self._client.hdel(key, *stale[start : start + 1000])
+        return len(stale)
 
     async def ping(self) -> bool:
         try:
@@ -257,6 +421,9 @@ class EventSubscriber:
     `after_sequence`: yield events with a greater sequence (0 = everything the log holds; a
     restarted consumer passes the last sequence it processed). `None` = start from the latest
     snapshot (yielded first as a snapshot event), or from the log's start when there is none.
+    `data_centers`: the snapshots this subscriber starts from or resynchronises with hold only
+    these data centers' routes (and the fleet-wide part), read from their own entries; events are
+    yielded for every data center all the same (filter them as you consume).
 
     Reconnects by itself with capped exponential backoff; `connected` (and the
     `on_connection_change(bool)` callback) says whether it currently follows Redis, for health.
@@ -275,16 +442,19 @@ class EventSubscriber:
         max_backoff: float = 5.0,
         timeout: float = 5.0,
         liveness_interval: float = 5.0,
+        data_centers: Collection[str] | None = None,
         signer: EventSigner | None | object = _FROM_ENV,
     ) -> None:
         if after_sequence is not None and after_sequence < 0:
             raise ValueError(f"after_sequence: {after_sequence} must be >= 0 (or None)")
+        if isinstance(data_centers, str):
+            raise TypeError("data_centers: a collection of data center ids, not one string")
         self.redis_url = redis_url
         self.channel = channel
+        self.data_centers = None if data_centers is None else frozenset(data_centers)
         self._from_snapshot = after_sequence is None
         self._last = after_sequence or 0
         self._tracer = _tracer(tracer_provider)
-        self._span_per_event = trace_verbose()  # a receive span per event only when asked
         self._on_connection_change = on_connection_change
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -299,9 +469,11 @@ class EventSubscriber:
         self._pubsub = None
         self._query_client: aioredis.Redis | None = None
         self._recent_runs: deque[str] = deque(maxlen=16)
+        self._iterators: weakref.WeakSet = weakref.WeakSet()  # a weak hold: abandoned ones still close
+        self._span_per_event = trace_verbose()  # a receive span per event only when asked
         self._signer = _signer(signer)
         self._rejected = 0
-        self._iterators: weakref.WeakSet = weakref.WeakSet()  # a weak hold: abandoned ones still close
+        self._check = _Check(self._signer, self._reject)
 
     @property
     def connected(self) -> bool:
@@ -309,7 +481,7 @@ class EventSubscriber:
 
     @property
     def rejected_events(self) -> int:
-        """Messages, log entries and snapshots dropped because their seal did not check."""
+        """Messages, log entries and state entries dropped because their seal did not check."""
         return self._rejected
 
     @property
@@ -336,12 +508,13 @@ class EventSubscriber:
         return iterator
 
     async def latest_snapshot(self) -> events_pb2.LinkStateSnapshot | None:
-        """The snapshot under the latest key now (its own connection, independent of the follow loop)."""
+        """The latest state now, of the followed data centers (its own connection, independent of the
+        follow loop)."""
         if self._query_client is None:
             self._query_client = aioredis.Redis.from_url(
                 self.redis_url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
             )
-        return await _read_snapshot(self._query_client, self.channel, self._signer, self._reject)
+        return await _read_snapshot(self._query_client, self.channel, self.data_centers, self._check)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -494,12 +667,6 @@ class EventSubscriber:
                 sequence = _entry_sequence(entry_id)
                 if sequence <= self._last:
                     continue
-                raw = fields.get(EVENT_FIELD)
-                if self._signer is not None and (
-                    raw is None or not self._signer.verify(raw, event_signing.EVENT)
-                ):
-                    self._reject(f"log entry {entry_id!r} in {stream}")
-                    continue
                 if sequence > self._last + 1:
                     snapshot_event = await self._snapshot_event()
                     if snapshot_event is not None and snapshot_event.sequence > self._last:
@@ -509,6 +676,12 @@ class EventSubscriber:
                         if sequence <= self._last:
                             continue
                     self._warn_if_gap(sequence)
+                raw = fields.get(EVENT_FIELD)
+                if self._signer is not None and (
+                    raw is None or not self._signer.verify(raw, event_signing.EVENT)
+                ):
+                    self._reject(f"log entry {entry_id!r} in {stream}")
+                    continue
                 event = events_pb2.LinkEvent()
                 try:
                     event.ParseFromString(fields[EVENT_FIELD])
@@ -525,7 +698,7 @@ class EventSubscriber:
                 return
 
     async def _snapshot_event(self) -> events_pb2.LinkEvent | None:
-        snapshot = await _read_snapshot(self._client, self.channel, self._signer, self._reject)
+        snapshot = await _read_snapshot(self._client, self.channel, self.data_centers, self._check)
         if snapshot is None:
             return None
         event = events_pb2.LinkEvent(sequence=snapshot.sequence, run_id=snapshot.run_id)
@@ -534,17 +707,6 @@ class EventSubscriber:
         return event
 
     # --- bookkeeping ----------------------------------------------------------------------------
-
-    def _reject(self, what: str) -> None:
-        self._rejected += 1
-        # Loud at first, then sampled: a flood of forgeries must not flood the log too.
-        if self._rejected <= 10 or self._rejected % 100 == 0:
-            log.warning(
-                "dropped a %s: its signature does not check against the run's event key "
-                "(forged, or published by another run); %d dropped so far",
-                what,
-                self._rejected,
-            )
 
     def _advance(self, event: events_pb2.LinkEvent) -> None:
         self._last = event.sequence
@@ -572,6 +734,17 @@ class EventSubscriber:
         )
         self._last = 0
         self._recent_runs.clear()
+
+    def _reject(self, what: str) -> None:
+        self._rejected += 1
+        # Loud at first, then sampled: a flood of forgeries must not flood the log too.
+        if self._rejected <= 10 or self._rejected % 100 == 0:
+            log.warning(
+                "dropped a %s: its signature does not check against the run's event key "
+                "(forged, or published by another run); %d dropped so far",
+                what,
+                self._rejected,
+            )
 
     def _received(self, event: events_pb2.LinkEvent) -> tuple[events_pb2.LinkEvent, Context]:
         parent = propagate.extract(dict(event.trace_context), context=Context())

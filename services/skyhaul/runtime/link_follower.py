@@ -6,7 +6,8 @@ for the link) both follow the same events the same way through `LinkFollower`:
 - one filter: an event concerns a data center when it names it and its home region (an empty
   region means "any");
 - the current route: the last one named in a `route_changed` or a snapshot (the subscriber starts
-  from the latest snapshot and resynchronises from one after a gap);
+  from the latest snapshot and resynchronises from one after a gap, both read from this data
+  center's own state entry);
 - one notion of "up": the last thing said about the link (a route's availability or a
   `link_status`), never past the end the route itself announces (NaN delay samples: the held
   satellite sets before the slot ends, and the link is down from then until the next route — the
@@ -203,7 +204,10 @@ class LinkFollower:
         if self.redis_url is None:
             return
         # Start from the latest snapshot, then every event after it (or the whole log without one).
-        self._subscriber = EventSubscriber(self.redis_url, self.channel, after_sequence=None)
+        # Its resynchronising snapshots read this data center's own state entry, not the fleet's.
+        self._subscriber = EventSubscriber(
+            self.redis_url, self.channel, after_sequence=None, data_centers=[self.data_center_id]
+        )
         try:
             async for event, context in self._subscriber.events_with_context():
                 self.apply(event, context)

@@ -405,9 +405,12 @@ class PredictRoutesRequest(_message.Message):
     REGION_ID_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_IDS_FIELD_NUMBER: _builtins.int
+    ALL_DATA_CENTERS_FIELD_NUMBER: _builtins.int
     data_center_id: _builtins.str
     region_id: _builtins.str
     """empty = home region"""
+    all_data_centers: _builtins.bool
     @_builtins.property
     def window(self) -> _common_pb2.TimeWindow:
         """unset start = now"""
@@ -416,6 +419,14 @@ class PredictRoutesRequest(_message.Message):
     def step(self) -> _duration_pb2.Duration:
         """default 1 s"""
 
+    @_builtins.property
+    def data_center_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A fleet prediction instead of one route (leave data_center_id empty): these data centers, or
+        every data center of the scenario with all_data_centers. Each to region_id, or its home region
+        when empty. The stream then holds FleetPredictionProgress messages as the window is covered and
+        one DataCenterPredictionSummary per data center at the end (no chunks, no single summary).
+        """
+
     def __init__(
         self,
         *,
@@ -423,10 +434,12 @@ class PredictRoutesRequest(_message.Message):
         region_id: _builtins.str = ...,
         window: _common_pb2.TimeWindow | None = ...,
         step: _duration_pb2.Duration | None = ...,
+        data_center_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_data_centers: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id", "region_id", b"region_id", "step", b"step", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_data_centers", b"all_data_centers", "data_center_id", b"data_center_id", "data_center_ids", b"data_center_ids", "region_id", b"region_id", "step", b"step", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -513,6 +526,7 @@ class RoutePredictionSummary(_message.Message):
     EXPECTED_LOSS_FIELD_NUMBER: _builtins.int
     FLOOR_RTT_P50_MS_FIELD_NUMBER: _builtins.int
     LINK_MODEL_FIELD_NUMBER: _builtins.int
+    OUTAGE_COUNT_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     availability: _builtins.float
     """fraction of samples with a route"""
@@ -529,6 +543,8 @@ class RoutePredictionSummary(_message.Message):
     """median of the propagation floor (the model's RTT is rtt_p50_ms)"""
     link_model: _builtins.str
     """"calibrated", "propagation" or "replay" """
+    outage_count: _builtins.int
+    """= number of outages (also in a fleet summary, where lists get long)"""
     @_builtins.property
     def outages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeWindow]: ...
     def __init__(
@@ -547,14 +563,81 @@ class RoutePredictionSummary(_message.Message):
         expected_loss: _builtins.float = ...,
         floor_rtt_p50_ms: _builtins.float = ...,
         link_model: _builtins.str = ...,
+        outage_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "compute_seconds", b"compute_seconds", "expected_loss", b"expected_loss", "floor_rtt_p50_ms", b"floor_rtt_p50_ms", "handovers", b"handovers", "link_model", b"link_model", "longest_outage_s", b"longest_outage_s", "outages", b"outages", "rtt_max_ms", b"rtt_max_ms", "rtt_min_ms", b"rtt_min_ms", "rtt_p50_ms", b"rtt_p50_ms", "rtt_p95_ms", b"rtt_p95_ms", "samples", b"samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "compute_seconds", b"compute_seconds", "expected_loss", b"expected_loss", "floor_rtt_p50_ms", b"floor_rtt_p50_ms", "handovers", b"handovers", "link_model", b"link_model", "longest_outage_s", b"longest_outage_s", "outage_count", b"outage_count", "outages", b"outages", "rtt_max_ms", b"rtt_max_ms", "rtt_min_ms", b"rtt_min_ms", "rtt_p50_ms", b"rtt_p50_ms", "rtt_p95_ms", b"rtt_p95_ms", "samples", b"samples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoutePredictionSummary: _TypeAlias = RoutePredictionSummary  # noqa: Y015
+
+@_typing.final
+class FleetPredictionProgress(_message.Message):
+    """How far a fleet prediction got: every data center is predicted over the same samples at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLES_DONE_FIELD_NUMBER: _builtins.int
+    SAMPLES_TOTAL_FIELD_NUMBER: _builtins.int
+    DATA_CENTERS_FIELD_NUMBER: _builtins.int
+    REACHED_FIELD_NUMBER: _builtins.int
+    COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    samples_done: _builtins.int
+    """per data center"""
+    samples_total: _builtins.int
+    """per data center"""
+    data_centers: _builtins.int
+    compute_seconds: _builtins.float
+    @_builtins.property
+    def reached(self) -> _timestamp_pb2.Timestamp:
+        """emulated time covered so far"""
+
+    def __init__(
+        self,
+        *,
+        samples_done: _builtins.int = ...,
+        samples_total: _builtins.int = ...,
+        data_centers: _builtins.int = ...,
+        reached: _timestamp_pb2.Timestamp | None = ...,
+        compute_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reached", b"reached"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "data_centers", b"data_centers", "reached", b"reached", "samples_done", b"samples_done", "samples_total", b"samples_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetPredictionProgress: _TypeAlias = FleetPredictionProgress  # noqa: Y015
+
+@_typing.final
+class DataCenterPredictionSummary(_message.Message):
+    """One data center's figures in a fleet prediction (the same as a prediction of that route alone)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    region_id: _builtins.str
+    @_builtins.property
+    def summary(self) -> Global___RoutePredictionSummary: ...
+    def __init__(
+        self,
+        *,
+        data_center_id: _builtins.str = ...,
+        region_id: _builtins.str = ...,
+        summary: Global___RoutePredictionSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id", "region_id", b"region_id", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataCenterPredictionSummary: _TypeAlias = DataCenterPredictionSummary  # noqa: Y015
 
 @_typing.final
 class PredictRoutesResponse(_message.Message):
@@ -562,21 +645,29 @@ class PredictRoutesResponse(_message.Message):
 
     CHUNK_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_SUMMARY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunk(self) -> Global___RouteTimelineChunk: ...
     @_builtins.property
     def summary(self) -> Global___RoutePredictionSummary: ...
+    @_builtins.property
+    def progress(self) -> Global___FleetPredictionProgress: ...
+    @_builtins.property
+    def data_center_summary(self) -> Global___DataCenterPredictionSummary: ...
     def __init__(
         self,
         *,
         chunk: Global___RouteTimelineChunk | None = ...,
         summary: Global___RoutePredictionSummary | None = ...,
+        progress: Global___FleetPredictionProgress | None = ...,
+        data_center_summary: Global___DataCenterPredictionSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "payload", b"payload", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "data_center_summary", b"data_center_summary", "payload", b"payload", "progress", b"progress", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "payload", b"payload", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "data_center_summary", b"data_center_summary", "payload", b"payload", "progress", b"progress", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["chunk", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["chunk", "summary", "progress", "data_center_summary"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
