@@ -21,7 +21,7 @@ from skyhaul.cli.common import (
     print_json,
     running_endpoints,
 )
-from skyhaul.runtime.services import SERVICES
+from skyhaul.runtime.services import HOSTING_SERVICES, SERVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,9 +81,19 @@ one that keeps crashing stops the run. The same RUN_DIR again continues the same
         """examples:
   skyhaul serve orbit
   SKYHAUL_LISTEN=127.0.0.1:6000 SKYHAUL_SCENARIO=s.yaml skyhaul serve links
+  SKYHAUL_SCENARIO=scenarios/fleet-1000.yaml skyhaul serve mdc --shard 0/4    a quarter of the fleet
+  skyhaul serve terminal --data-centers '*'                                  every data center
 """,
     )
     serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="mdc/terminal: host shard K of N (0 <= K < N; positions p with p %% N == K); or SKYHAUL_SHARD",
+    )
+    serve.add_argument(
+        "--data-centers", metavar="ID,...|*", help="mdc/terminal: host these data centers (*: every one)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     status = sub.add_parser("status", help="health of every service")
@@ -109,10 +119,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     The module comes from the registry as a string: the CLI never imports a service. The entry
     point reads its settings, serves until SIGTERM/SIGINT, drains and exits with its code.
     """
+    module = SERVICES[args.service].module
+    flags = []
+    if args.shard or args.data_centers:
+        if args.service not in HOSTING_SERVICES:
+            return fail(
+                f"--shard and --data-centers are for mdc and terminal, not {args.service}", EXIT_USAGE
+            )
+        flags = ["--shard", args.shard] if args.shard else ["--data-centers", args.data_centers]
+    saved = sys.argv
+    sys.argv = [module, *flags]  # what the entry point parses
     try:
-        runpy.run_module(SERVICES[args.service].module, run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    finally:
+        sys.argv = saved
     return EXIT_OK
 
 
