@@ -54,7 +54,7 @@ def hosting_arguments(name: str, argv: list[str]) -> dict[str, str]:
     `--data-centers ID,...|*` (SKYHAUL_DATA_CENTER_ID). Raises SystemExit(2) on bad flags."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=f"python -m skyhaul.{name}")
+    parser = argparse.ArgumentParser(prog=f"skyhaul serve {name}")
     if name in HOSTING_SERVICES:
         parser.add_argument(
             "--shard",
@@ -87,13 +87,12 @@ def serve_service(
     terminal's has precise timers).
     """
     import asyncio
+    import os
     import sys
 
     from skyhaul.runtime.logs import setup_logging
     from skyhaul.runtime.scenario import ScenarioError
     from skyhaul.runtime.settings import Settings, SettingsError
-
-    import os
 
     flags = hosting_arguments(name, sys.argv[1:] if argv is None else argv)
     env = dict(os.environ)
