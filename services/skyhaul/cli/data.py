@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 from skyhaul.cli.common import (
+    DC_HELP,
     EXIT_OK,
     EXIT_USAGE,
     add_formatter,
@@ -44,6 +45,7 @@ examples:
     put.add_argument("--content-type", default="", help="MIME type stored with the blob")
     put.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     put.add_argument("--mdc", help="data center HOST:PORT")
+    put.add_argument("--dc", help=DC_HELP)
     put.add_argument("--json", action="store_true")
     put.set_defaults(func=cmd_put)
 
@@ -61,6 +63,7 @@ examples:
     objects.add_argument("--prefix", default="", help="only keys starting with this")
     objects.add_argument("--limit", type=int, default=1000, help="rows at most (default 1000)")
     objects.add_argument("--mdc", help="data center HOST:PORT")
+    objects.add_argument("--dc", help=DC_HELP)
     objects.add_argument("--json", action="store_true")
     objects.set_defaults(func=lambda a: asyncio.run(cmd_objects(a)))
 
@@ -74,6 +77,7 @@ examples:
 """,
     )
     status.add_argument("--mdc", help="data center HOST:PORT")
+    status.add_argument("--dc", help=DC_HELP)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=lambda a: asyncio.run(cmd_mdc_status(a)))
 
@@ -193,6 +197,7 @@ async def _put(
         expected_sha256=digest,
         metadata=metadata,
         content_type=args.content_type,
+        data_center_id=args.dc or "",
     )
 
     async def messages(advance):
@@ -201,7 +206,7 @@ async def _put(
             yield mdc_pb2.PutObjectRequest(data=chunk)
             advance(len(chunk))
 
-    address = resolve_address("mdc", args.mdc)
+    address = resolve_address("mdc", args.mdc, data_center=args.dc)
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
@@ -230,7 +235,7 @@ async def cmd_objects(args: argparse.Namespace) -> int:
     state = (
         getattr(mdc_pb2, f"SYNC_STATE_{args.state.upper()}") if args.state else mdc_pb2.SYNC_STATE_UNSPECIFIED
     )
-    address = resolve_address("mdc", args.mdc)
+    address = resolve_address("mdc", args.mdc, data_center=args.dc)
     rows: list[dict] = []
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
@@ -243,6 +248,7 @@ async def cmd_objects(args: argparse.Namespace) -> int:
                         state=state,
                         page_token=token,
                         max_results=min(1000, args.limit - len(rows)),
+                        data_center_id=args.dc or "",
                     ),
                     timeout=10,
                 )
@@ -279,11 +285,13 @@ async def cmd_mdc_status(args: argparse.Namespace) -> int:
     from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
     from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
 
-    address = resolve_address("mdc", args.mdc)
+    address = resolve_address("mdc", args.mdc, data_center=args.dc)
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
-            status = await stub.GetStatus(mdc_pb2.GetStatusRequest(), timeout=DEFAULT_DEADLINE_S)
+            status = await stub.GetStatus(
+                mdc_pb2.GetStatusRequest(data_center_id=args.dc or ""), timeout=DEFAULT_DEADLINE_S
+            )
         except grpc.RpcError as exc:
             return fail(*rpc_error_message(exc, address))
     if args.json:

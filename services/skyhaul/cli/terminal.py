@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from skyhaul.cli.common import (
+    DC_HELP,
     EXIT_OK,
     EXIT_USAGE,
     add_formatter,
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 """,
     )
     terminal.add_argument("--terminal", help="terminal control HOST:PORT (default: the running system's)")
+    terminal.add_argument("--dc", help=DC_HELP)
     actions = terminal.add_subparsers(dest="action", metavar="ACTION", required=True)
     stats = actions.add_parser("stats", help="per-direction bytes, queue, delay, rate, outage time")
     stats.add_argument("--json", action="store_true")
@@ -70,7 +72,8 @@ async def _call(args, method: str, request):
 
     from skyhaul.v1 import terminal_pb2_grpc
 
-    address = resolve_address("terminal", args.terminal)
+    address = resolve_address("terminal", args.terminal, data_center=args.dc)
+    request.data_center_id = args.dc or ""
     async with channel(address) as ch:
         try:
             return await getattr(terminal_pb2_grpc.TerminalServiceStub(ch), method)(

@@ -427,6 +427,8 @@ class TerminalApp(ServiceApp):
             )
             self.feed.start()
             return
+        if self.settings.relay_base_port:  # a shard of one: its sync relay by the shards' rule
+            await self.relay.add_forward(listen_host, *self._sync_relay(self.settings.data_center_id, 0))
         for forward in self.settings.terminal_forwards:
             await self.relay.add_forward(
                 listen_host, forward.listen_port, forward.target_host, forward.target_port
@@ -434,17 +436,20 @@ class TerminalApp(ServiceApp):
         await self.relay.start()
         self.feed.start()
 
+    def _sync_relay(self, dc: str, position: int) -> tuple[int, str, int]:
+        """(listen port, region host, region port) of the sync relay of the position-th hosted data center."""
+        settings = self.settings
+        home = settings.scenario.data_center(dc).home_region
+        region_host, region_port = parse_hostport(
+            settings.region_addrs.get(home, settings.peers["region"]), "SKYHAUL_REGION_ADDRS"
+        )
+        return settings.relay_base_port + position, region_host, region_port
+
     async def _start_dishes(self, listen_host: str) -> None:
         settings = self.settings
         for position, (dc, dish) in enumerate(self.dishes.items()):
-            home = settings.scenario.data_center(dc).home_region
-            region_host, region_port = parse_hostport(
-                settings.region_addrs.get(home, settings.peers["region"]), "SKYHAUL_REGION_ADDRS"
-            )
             # The data center's own sync first, then the user's applications.
-            await dish.relay.add_forward(
-                listen_host, settings.relay_base_port + position, region_host, region_port
-            )
+            await dish.relay.add_forward(listen_host, *self._sync_relay(dc, position))
             for forward in settings.dc_forwards.get(dc, ()):
                 await dish.relay.add_forward(
                     listen_host, forward.listen_port, forward.target_host, forward.target_port
