@@ -346,7 +346,8 @@ class DataCenter:
         self.region_address = region_address
         self.terminal_address = terminal_address
         self.store: ObjectStore | None = None
-        self.link = LinkWatcher(follower)
+        # In a set, a data center waits for its first route before it syncs (see LinkWatcher).
+        self.link = LinkWatcher(follower, assume_up=not settings.multi)
         self.worker: SyncWorker | None = None
         self.workload: WorkloadGenerator | None = None
         self._tasks: list[asyncio.Task] = []

@@ -397,12 +397,19 @@ def data_center_map(specs: list[ProcessSpec]) -> dict[str, dict[str, str]]:
     return found
 
 
+OPEN_FILES_WANTED = 65536
+
+
 def raise_open_files_limit() -> tuple[int, int]:
     """Raise the soft limit on open files to the hard one (children inherit it): a shard holds a
     store, relay listeners and connections for each of its data centers. Returns (soft, hard)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < OPEN_FILES_WANTED:
+        with contextlib.suppress(ValueError, OSError):  # only a privileged launcher may raise the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_WANTED, OPEN_FILES_WANTED))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
