@@ -482,9 +482,13 @@ class TerminalApp(ServiceApp):
 
     async def ready(self) -> bool:
         if self.group is not None:
-            stale = [dc for dc, dish in self.dishes.items() if dish.feed.stale]
-            self._log_stale(bool(stale), f"{len(stale)} of {len(self.dishes)} data centers" if stale else "")
-            return self.group.subscribed and not stale
+            # A shard serves once its feed is up and every hosted data center has had a first
+            # route; a route gone stale later is that data center's condition (GetStats.route_stale),
+            # and only all of them stale (links gone) makes the shard NOT_SERVING.
+            stale = sum(1 for dish in self.dishes.values() if dish.feed.stale)
+            waiting = sum(1 for dish in self.dishes.values() if dish.feed.follower.route is None)
+            self._log_stale(bool(stale), f"{stale} of {len(self.dishes)} data centers" if stale else "")
+            return self.group.subscribed and not waiting and stale < len(self.dishes)
         stale = self.feed.stale
         self._log_stale(stale, "")
         engine_ok = self.packet is None or (
