@@ -3,6 +3,8 @@ layout `skyhaul up` plans (no process is started here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from skyhaul.core.fleet import fleet_scenario
@@ -19,6 +21,7 @@ from skyhaul.runtime.settings import (
 )
 
 IDS = [f"dc-{n:02d}" for n in range(11)]
+FLEET = str(Path(__file__).resolve().parents[2] / "scenarios" / "fleet-1000.yaml")
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 11])
@@ -73,6 +76,16 @@ def test_flags_choose_the_hosted_set():
     assert hosting_arguments("terminal", ["--data-centers", "*"]) == {"SKYHAUL_DATA_CENTER_ID": "*"}
     with pytest.raises(SystemExit):
         hosting_arguments("links", ["--shard", "0/4"])  # only mdc and terminal host data centers
+
+
+def test_a_terminal_set_needs_its_relay_base_port():
+    env = {"SKYHAUL_SHARD": "0/1"}
+    with pytest.raises(SettingsError, match="SKYHAUL_RELAY_BASE_PORT"):
+        Settings.from_env("terminal", {**env, "SKYHAUL_DATA_CENTER_ID": "", "SKYHAUL_SCENARIO": FLEET})
+    settings = Settings.from_env(
+        "terminal", {**env, "SKYHAUL_SCENARIO": FLEET, "SKYHAUL_RELAY_BASE_PORT": "21000"}
+    )
+    assert settings.multi and settings.relay_base_port == 21000
 
 
 def test_single_data_center_settings_are_unchanged():

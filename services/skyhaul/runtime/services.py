@@ -107,7 +107,11 @@ def serve_service(
         return 2
     setup_logging(name, settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(name, build, settings))
+        try:
+            runner.run(_serve(name, build, settings))
+        except SettingsError as exc:  # a setting only the service itself can judge (e.g. its data plane)
+            print(f"skyhaul: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

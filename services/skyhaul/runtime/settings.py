@@ -206,6 +206,11 @@ class Settings:
                 f"SKYHAUL_RELAY_BASE_PORT: {relay_base!r} is not a port with room for {len(hosted)} relays"
             )
         dc_forwards = parse_dc_forwards(env.get("SKYHAUL_TERMINAL_FORWARDS", ""), hosted) if hosted else {}
+        if service == "terminal" and len(hosted) > 1 and not int(relay_base):
+            raise SettingsError(
+                f"SKYHAUL_RELAY_BASE_PORT is needed to host {len(hosted)} data centers: the sync relay of the "
+                "j-th hosted data center listens on that port + j"
+            )
         region_relay = env.get("SKYHAUL_REGION_RELAY", "").strip()
         if region_relay:
             parse_hostport(region_relay, "SKYHAUL_REGION_RELAY")
