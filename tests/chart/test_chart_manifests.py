@@ -26,6 +26,7 @@ from chartlib import (
 from skyhaul.runtime import telemetry
 from skyhaul.runtime.scenario import parse_scenario
 from skyhaul.runtime.services import SERVICES
+from skyhaul.runtime.settings import parse_shard, shard_members
 
 SKYHAUL_COMMANDS = {"serve", "status"}
 COMPONENT_OF_ADDR = {
@@ -300,6 +301,9 @@ def test_every_data_center_pod_has_its_terminal_sidecar_and_reaches_its_region_o
         s for s in services if services[s]["metadata"]["labels"]["app.kubernetes.io/component"] == "region"
     }
     assert scenario["data_centers"], "a variant without data centers checks nothing here"
+    if components["mdc"].get("shards"):
+        check_shard_pods(rendered)
+        return
     for dc in scenario["data_centers"]:
         [deployment] = [
             d
@@ -325,6 +329,125 @@ def test_every_data_center_pod_has_its_terminal_sidecar_and_reaches_its_region_o
         assert split_hostport(terminal_env["SKYHAUL_LISTEN"])[1] == components["terminal"]["port"]
         # nothing in the data center container names a region Service directly
         assert not any(host in str(v) for v in mdc_env.values() for host in region_services)
+
+
+def check_shard_pods(rendered: Rendered) -> None:
+    """N shard pods: every data center in exactly one (the services' rule, shard_members), each pod's
+    terminal sidecar and mdc host the same shard, and the mdc reaches its regions only through the
+    terminal's relays on relayPort + j."""
+    scenario = rendered.values["scenario"]
+    components = rendered.values["components"]
+    count = components["mdc"]["shards"]
+    ids = [dc["id"] for dc in scenario["data_centers"]]
+    region_services = {
+        name
+        for name, service in services_by_name(rendered).items()
+        if service["metadata"]["labels"]["app.kubernetes.io/component"] == "region"
+    }
+    shard_pods = [
+        d
+        for d in rendered.of_kind("Deployment")
+        if "skyhaul/shard" in d["spec"]["template"]["metadata"]["labels"]
+    ]
+    assert len(shard_pods) == count
+    assert not [
+        d
+        for d in rendered.of_kind("Deployment")
+        if "skyhaul/data-center" in d["spec"]["template"]["metadata"]["labels"]
+    ], "shards replace the per-data-center pods"
+    hosted: list[str] = []
+    for deployment in shard_pods:
+        spec = deployment["spec"]["template"]["spec"]
+        [terminal] = [c for c in spec.get("initContainers") or [] if c["args"] == ["serve", "terminal"]]
+        [mdc] = [c for c in spec["containers"] if c["args"] == ["serve", "mdc"]]
+        assert terminal["restartPolicy"] == "Always"
+        terminal_env, mdc_env = env_of(terminal), env_of(mdc)
+        assert "SKYHAUL_DATA_CENTER_ID" not in terminal_env and "SKYHAUL_DATA_CENTER_ID" not in mdc_env
+        index, total = parse_shard(terminal_env["SKYHAUL_SHARD"])
+        assert mdc_env["SKYHAUL_SHARD"] == terminal_env["SKYHAUL_SHARD"] and total == count
+        assert deployment["metadata"]["name"].endswith(f"mdc-shard-{index}")
+        hosted += shard_members(ids, index, total)
+        relay_port = components["terminal"]["relayPort"]
+        assert terminal_env["SKYHAUL_RELAY_BASE_PORT"] == str(relay_port)
+        assert mdc_env["SKYHAUL_REGION_RELAY"] == f"127.0.0.1:{relay_port}"
+        assert mdc_env["SKYHAUL_TERMINAL_ADDR"] == f"127.0.0.1:{components['terminal']['port']}"
+        # Every region of the scenario, each at a rendered region Service on the region port.
+        addrs = dict(item.split("=") for item in terminal_env["SKYHAUL_REGION_ADDRS"].split(","))
+        assert set(addrs) == {r["id"] for r in scenario["regions"]}
+        for region_id, address in addrs.items():
+            host, port = split_hostport(address)
+            service, _ = resolve_service_port(rendered, host, port)
+            assert service["metadata"]["labels"]["skyhaul/region"] == region_id
+        # The mdc names the regions only for its settings; its traffic goes to 127.0.0.1 relays.
+        assert not any(host in mdc_env["SKYHAUL_REGION_RELAY"] for host in region_services)
+    assert sorted(hosted) == sorted(ids), "every data center is in exactly one shard"
+
+
+@pytest.mark.parametrize("shards", [1, 3, 4])
+def test_shard_pods_cover_every_data_center_once(shards: int):
+    fleet = REPO / "helm" / "skyhaul" / "ci" / "fleet-values.yaml"
+    rendered = render(fleet, f"components.mdc.shards={shards}")
+    rendered.values["components"]["mdc"]["shards"] = shards  # render() merges only the file
+    check_shard_pods(rendered)
+    claims = [c["metadata"]["name"] for c in rendered.of_kind("PersistentVolumeClaim")]
+    assert sum(1 for name in claims if "-mdc-shard-" in name) == shards  # one durable volume per shard
+
+
+def test_zero_shards_is_one_pod_per_data_center():
+    rendered = render(None, "components.mdc.shards=0")
+    assert [
+        d
+        for d in rendered.of_kind("Deployment")
+        if "skyhaul/data-center" in d["spec"]["template"]["metadata"]["labels"]
+    ]
+    assert not [
+        d
+        for d in rendered.of_kind("Deployment")
+        if "skyhaul/shard" in d["spec"]["template"]["metadata"]["labels"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("components.mdc.shards=-1", "minimum"),
+        ("components.mdc.shards=two", "integer"),
+        ("components.mdc.shards=1001", "maximum"),
+        ("components.mdc.shards=9", "every shard must hold one"),  # the default scenario has one data center
+    ],
+)
+def test_bad_shard_counts_are_refused(setting: str, message: str):
+    result = helm_template("--set", setting, check=False)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_shard_relays_may_not_cover_the_control_ports(tmp_path):
+    values = tmp_path / "values.yaml"
+    fleet = yaml.safe_load((REPO / "helm" / "skyhaul" / "ci" / "fleet-values.yaml").read_text())
+    values.write_text(yaml.safe_dump({"scenario": fleet["scenario"]}))
+    result = helm_template(
+        "-f",
+        str(values),
+        "--set",
+        "components.mdc.shards=1",
+        "--set",
+        "components.terminal.relayPort=50052",
+        check=False,
+    )
+    assert result.returncode != 0 and "include the" in result.stderr
+
+
+def test_the_fleet_of_a_thousand_renders_as_shard_pods(tmp_path):
+    scenario = yaml.safe_load((REPO / "scenarios" / "fleet-1000.yaml").read_text())
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"scenario": scenario, "components": {"mdc": {"shards": 8}}}))
+    docs = render_chart(CHART, "-f", str(values))
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    shard_pods = [d for d in deployments if "skyhaul/shard" in d["spec"]["template"]["metadata"]["labels"]]
+    assert len(shard_pods) == 8
+    assert (
+        len(deployments) == 8 + 2 + len(scenario["regions"]) + 2
+    )  # shards, orbit, links, regions, redis, jaeger
 
 
 @VARIANTS

@@ -37,6 +37,8 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- if eq .component "region" }}
 skyhaul/region: {{ .id }}
+{{- else if and (eq .component "mdc") .shard }}
+skyhaul/shard: {{ .id }}
 {{- else if eq .component "mdc" }}
 skyhaul/data-center: {{ .id }}
 {{- end }}
@@ -284,6 +286,16 @@ scenario region; mdc once per scenario data center (with its home region). Args:
 {{- range $scenario.regions }}
 - id: {{ .id | quote }}
 {{- end }}
+{{- else if and (eq .component "mdc") (gt (int (default 0 .ctx.Values.components.mdc.shards)) 0) }}
+{{- $count := int .ctx.Values.components.mdc.shards }}
+{{- if gt $count (len $scenario.data_centers) }}
+{{- fail (printf "components.mdc.shards: %d shards for %d data centers; every shard must hold one (use at most %d, or 0 for one pod per data center)" $count (len $scenario.data_centers) (len $scenario.data_centers)) }}
+{{- end }}
+{{- range $index := until $count }}
+- id: {{ printf "shard-%d" $index | quote }}
+  shard: {{ printf "%d/%d" $index $count | quote }}
+  size: {{ len (include "skyhaul.shardMembers" (dict "ctx" $.ctx "index" $index "count" $count) | fromYamlArray) }}
+{{- end }}
 {{- else if eq .component "mdc" }}
 {{- range $scenario.data_centers }}
 - id: {{ .id | quote }}
@@ -292,6 +304,27 @@ scenario region; mdc once per scenario data center (with its home region). Args:
 {{- else }}
 - id: ""
 {{- end }}
+{{- end }}
+
+{{/*
+The data center ids of shard `index` of `count`: those at scenario positions p with p % count ==
+index, the rule the services apply to SKYHAUL_SHARD (runtime/settings.py shard_members).
+*/}}
+{{- define "skyhaul.shardMembers" -}}
+{{- range $position, $dc := .ctx.Values.scenario.data_centers }}
+{{- if eq (mod $position $.count) $.index }}
+- {{ $dc.id | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* REGION=host:port of every scenario region (SKYHAUL_REGION_ADDRS of a shard). */}}
+{{- define "skyhaul.regionAddrs" -}}
+{{- $items := list }}
+{{- range .Values.scenario.regions }}
+{{- $items = append $items (printf "%s=%s" .id (include "skyhaul.serviceAddr" (dict "ctx" $ "component" "region" "id" .id))) }}
+{{- end }}
+{{- join "," $items }}
 {{- end }}
 
 {{/*

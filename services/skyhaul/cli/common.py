@@ -58,8 +58,16 @@ def use_running_token() -> None:
         os.environ[auth.TOKEN_FILE_ENV] = str(token_file)
 
 
-def resolve_address(service: str, explicit: str | None = None, label: str | None = None) -> str:
-    """--flag, then SKYHAUL_<SERVICE>_ADDR, then the running `skyhaul up`, then the default port."""
+DC_HELP = "data center id (--dc is the same flag): the process hosting it is found in the running system"
+
+
+def resolve_address(
+    service: str, explicit: str | None = None, label: str | None = None, data_center: str | None = None
+) -> str:
+    """--flag, then SKYHAUL_<SERVICE>_ADDR, then the running `skyhaul up`, then the default port.
+
+    With `data_center` (--dc) and a running `skyhaul up`: the process hosting that data center
+    (run.json's `data_centers` map; an unknown id is one line on stderr and exit code 2)."""
     use_running_token()
     if explicit:
         return explicit
@@ -69,6 +77,19 @@ def resolve_address(service: str, explicit: str | None = None, label: str | None
     running = running_endpoints()
     if running:
         services = running.get("services", {})
+        if data_center:
+            placed = running.get("data_centers", {})
+            if data_center not in placed:
+                shown = ", ".join(list(placed)[:5]) + (", ..." if len(placed) > 5 else "")
+                raise SystemExit(
+                    fail(
+                        f"--dc {data_center!r} is not a data center of the running scenario ({shown})",
+                        EXIT_USAGE,
+                    )
+                )
+            hosting = placed[data_center].get(service)
+            if hosting in services:
+                return services[hosting]
         if label and label in services:
             return services[label]
         for name, addr in services.items():

@@ -88,8 +88,8 @@ examples:
     rm.add_argument(
         "--force", action="store_true", help="also delete objects not synced yet (their data is lost)"
     )
-    rm.add_argument("--mdc", help="data center HOST:PORT")
-    rm.add_argument("--json", action="store_true")
+    _add_mdc_flags(rm)
+    rm.add_argument("--json", action="store_true", help=JSON_HELP)
     rm.set_defaults(func=lambda a: asyncio.run(cmd_rm(a)))
 
     reconcile = sub.add_parser("reconcile", help="check now that the region still holds every synced object")
@@ -105,8 +105,8 @@ examples:
   skyhaul reconcile --json
 """,
     )
-    reconcile.add_argument("--mdc", help="data center HOST:PORT")
-    reconcile.add_argument("--json", action="store_true")
+    _add_mdc_flags(reconcile)
+    reconcile.add_argument("--json", action="store_true", help=JSON_HELP)
     reconcile.set_defaults(func=lambda a: asyncio.run(cmd_reconcile(a)))
 
     status = sub.add_parser("mdc-status", help="the data center's link, backlog, throughput and totals")
@@ -145,8 +145,10 @@ examples:
 
 
 def _add_mdc_flags(parser: argparse.ArgumentParser) -> None:
-    # --mdc is a data center id in every command; an address has its own flag.
-    parser.add_argument("--mdc", metavar="ID", help="data center id (default: the first data center)")
+    # --mdc is a data center id in every command (--dc the same); an address has its own flag.
+    parser.add_argument(
+        "--mdc", "--dc", dest="mdc", metavar="ID", help="data center id (default: the first data center)"
+    )
     parser.add_argument("--mdc-addr", metavar="HOST:PORT", help="the data center service's address")
 
 
@@ -161,6 +163,10 @@ def _address(service: str, explicit: str | None, label: str | None) -> str:
 
 
 def _mdc_address(args: argparse.Namespace) -> str:
+    running = running_endpoints()
+    if args.mdc and not args.mdc_addr and running and running.get("data_centers"):
+        # A run that records where each data center lives (per-dc or shards): its hosting process.
+        return resolve_address("mdc", None, data_center=args.mdc)
     label = None
     if args.mdc:  # `skyhaul up` names a data center's process by its id, with an mdc- prefix if it has none
         label = args.mdc if args.mdc.startswith("mdc") else f"mdc-{args.mdc}"
@@ -264,6 +270,7 @@ async def _put(
         expected_sha256=digest,
         metadata=metadata,
         content_type=args.content_type,
+        data_center_id=args.mdc or "",
     )
 
     async def messages(advance):
@@ -320,6 +327,7 @@ async def cmd_objects(args: argparse.Namespace) -> int:
                         state=state,
                         page_token=token,
                         max_results=min(1000, args.limit - len(rows)),
+                        data_center_id=args.mdc or "",
                     ),
                     timeout=10,
                 )
@@ -360,14 +368,18 @@ async def cmd_rm(args: argparse.Namespace) -> int:
     from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
     from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
 
-    address = resolve_address("mdc", args.mdc)
+    try:
+        address = _mdc_address(args)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     rows: list[dict] = []
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         for key in args.keys:
             try:
                 reply = await stub.DeleteObject(
-                    mdc_pb2.DeleteObjectRequest(key=key, force=args.force), timeout=DEFAULT_DEADLINE_S
+                    mdc_pb2.DeleteObjectRequest(key=key, force=args.force, data_center_id=args.mdc or ""),
+                    timeout=DEFAULT_DEADLINE_S,
                 )
             except grpc.RpcError as exc:
                 # Keys before this one are deleted; say so, then stop (the rest stay as they are).
@@ -395,11 +407,14 @@ async def cmd_reconcile(args: argparse.Namespace) -> int:
     from skyhaul.runtime.clients import channel
     from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc
 
-    address = resolve_address("mdc", args.mdc)
+    try:
+        address = _mdc_address(args)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
-            reply = await stub.Reconcile(mdc_pb2.ReconcileRequest(), timeout=120)
+            reply = await stub.Reconcile(mdc_pb2.ReconcileRequest(data_center_id=args.mdc or ""), timeout=120)
         except grpc.RpcError as exc:
             return fail(*rpc_error_message(exc, address))
     report = reply.report
@@ -428,7 +443,9 @@ async def cmd_mdc_status(args: argparse.Namespace) -> int:
     async with channel(address) as ch:
         stub = mdc_pb2_grpc.ModularDataCenterServiceStub(ch)
         try:
-            status = await stub.GetStatus(mdc_pb2.GetStatusRequest(), timeout=DEFAULT_DEADLINE_S)
+            status = await stub.GetStatus(
+                mdc_pb2.GetStatusRequest(data_center_id=args.mdc or ""), timeout=DEFAULT_DEADLINE_S
+            )
         except grpc.RpcError as exc:
             return fail(*rpc_error_message(exc, address))
     if args.json:

@@ -22,7 +22,7 @@ from skyhaul.cli.common import (
     print_json,
     running_endpoints,
 )
-from skyhaul.runtime.services import SERVICES
+from skyhaul.runtime.services import HOSTING_SERVICES, SERVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +49,19 @@ one that keeps crashing stops the run. The same RUN_DIR again continues the same
         choices=("relay", "packet"),
         help="relay (TCP relay ports, no privileges) or packet (every IP packet through the link; "
         "root or CAP_NET_ADMIN); default: the scenario's data_plane, else relay",
+    )
+    up.add_argument(
+        "--layout",
+        choices=("auto", "per-dc", "shards"),
+        default="auto",
+        help="processes for the data centers: per-dc (an mdc + terminal each), shards (N pairs, each "
+        "hosting a shard), auto (per-dc up to 16 data centers, else shards; docs/running.md)",
+    )
+    up.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="shards layout with N mdc + terminal pairs (default: min(2 x cores, data centers / 64))",
     )
     up.add_argument("--run-dir", help="where logs, data and run.json go (default: runs/<time>)")
     up.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -87,9 +100,19 @@ one that keeps crashing stops the run. The same RUN_DIR again continues the same
         """examples:
   skyhaul serve orbit
   SKYHAUL_LISTEN=127.0.0.1:6000 SKYHAUL_SCENARIO=s.yaml skyhaul serve links
+  SKYHAUL_SCENARIO=scenarios/fleet-1000.yaml skyhaul serve mdc --shard 0/4    a quarter of the fleet
+  skyhaul serve terminal --data-centers '*'                                  every data center
 """,
     )
     serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="mdc/terminal: host shard K of N (0 <= K < N; positions p with p %% N == K); or SKYHAUL_SHARD",
+    )
+    serve.add_argument(
+        "--data-centers", metavar="ID,...|*", help="mdc/terminal: host these data centers (*: every one)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     status = sub.add_parser("status", help="health of every service")
@@ -115,10 +138,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     The module comes from the registry as a string: the CLI never imports a service. The entry
     point reads its settings, serves until SIGTERM/SIGINT, drains and exits with its code.
     """
+    module = SERVICES[args.service].module
+    flags = []
+    if args.shard or args.data_centers:
+        if args.service not in HOSTING_SERVICES:
+            return fail(
+                f"--shard and --data-centers are for mdc and terminal, not {args.service}", EXIT_USAGE
+            )
+        flags = ["--shard", args.shard] if args.shard else ["--data-centers", args.data_centers]
+    saved = sys.argv
+    sys.argv = [module, *flags]  # what the entry point parses
     try:
-        runpy.run_module(SERVICES[args.service].module, run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    finally:
+        sys.argv = saved
     return EXIT_OK
 
 
@@ -158,6 +193,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             stop_event=stop,
             data_plane=args.data_plane,
             listen_all=args.listen_all,
+            layout=args.layout,
+            shards=args.shards,
         )
     except (ScenarioError, SettingsError, ValueError) as exc:
         return fail(f"{exc} (nothing was started)", EXIT_USAGE)
@@ -188,6 +225,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                         "redis": endpoints.redis_url,
                         "relays": endpoints.relays,
                         "run_dir": endpoints.run_dir,
+                        "layout": endpoints.layout,
+                        "hosts": endpoints.hosts,
                         **({"packet": endpoints.packet} if endpoints.packet else {}),
                     }
                 ),
@@ -198,14 +237,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             for col in ("service", "address", "pid"):
                 table.add_column(col)
             for name, addr in endpoints.services.items():
-                table.add_row(name, addr, str(endpoints.pids[name]))
+                hosts = endpoints.hosts.get(name, [])
+                label = f"{name} ({len(hosts)} data centers)" if len(hosts) > 1 else name
+                table.add_row(label, addr, str(endpoints.pids[name]))
             for name, relays in endpoints.relays.items():
-                for port, target in relays.items():
-                    table.add_row(f"{name} relay", f"127.0.0.1:{port}", f"-> {target}")
+                for address, target in relay_lines(relays):
+                    table.add_row(f"{name} relay", address, target)
             table.add_row("redis", endpoints.redis_url, "")
             for line in packet_lines(endpoints.packet):
                 table.add_row(*line)
             console.print(table)
+            console.print(f"Layout: {endpoints.layout} ({len(endpoints.data_centers)} data centers).")
             console.print(f"All services SERVING. Run state: {launcher.state_path}. Ctrl-C stops everything.")
         while not stop.wait(0.5):
             try:
@@ -218,6 +260,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         launcher.stop()
         unregister_run(launcher.run_dir)
+
+
+def hosts_text(hosts: list[str], shown: int = 3) -> str:
+    """`N data centers: a, b, c, ...` (what a shard process hosts, in one line)."""
+    more = ", ..." if len(hosts) > shown else ""
+    return f"{len(hosts)} data centers: {', '.join(hosts[:shown])}{more}"
+
+
+def relay_lines(relays: dict, listed: int = 8) -> list[tuple[str, str]]:
+    """(local address, '-> target') rows; a shard's many sync relays as one row per target."""
+    if len(relays) <= listed:
+        return [(f"127.0.0.1:{port}", f"-> {target}") for port, target in relays.items()]
+    by_target: dict[str, list[int]] = {}
+    for port, target in relays.items():
+        by_target.setdefault(target, []).append(int(port))
+    return [
+        (f"127.0.0.1 ports {min(ports)}-{max(ports)}", f"{len(ports)} relays -> {target}")
+        for target, ports in by_target.items()
+    ]
 
 
 def packet_lines(packet: dict | None) -> list[tuple[str, str, str]]:
@@ -265,6 +326,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     states = {name: check_health(addr) for name, addr in targets.items()}
     restarts = (run or {}).get("restarts", {})
     relays = (run or {}).get("relays", {})
+    hosts = (run or {}).get("hosts", {})
     if run and REDIS_LABEL in restarts:  # a Redis that `skyhaul up` started and supervises
         targets[REDIS_LABEL] = run["redis_url"]
         states[REDIS_LABEL] = check_redis(run["redis_url"])
@@ -276,6 +338,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 entry["restarts"] = restarts.get(name, 0)
             if name in relays:
                 entry["relays"] = relays[name]
+            if name in hosts:
+                entry["hosts"] = hosts[name]
             report[name] = entry
         packet = (run or {}).get("packet")
         if packet:
@@ -286,12 +350,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, state in states.items():
             restarted = f"  restarts={restarts[name]}" if restarts.get(name) else ""
             print(f"{name:<{width}}  {targets[name]:<22}  {state}{restarted}")
-            for port, target in relays.get(name, {}).items():
-                print(f"{'':<{width}}  relay 127.0.0.1:{port} -> {target}")
+            if len(hosts.get(name, [])) > 1:
+                print(f"{'':<{width}}  hosts {hosts_text(hosts[name], shown=5)}")
+            for address, target in relay_lines(relays.get(name, {})):
+                print(f"{'':<{width}}  relay {address} {target}")
         for what, address, note in packet_lines((run or {}).get("packet")):
             print(f"{what}: {address}  ({note})")
         if run:
-            print(f"run: {run['run_dir']}")
+            print(f"run: {run['run_dir']} (layout: {run.get('layout', 'per-dc')})")
     if all(s == "SERVING" for s in states.values()):
         return EXIT_OK
     if all(s.startswith("UNREACHABLE") for s in states.values()):

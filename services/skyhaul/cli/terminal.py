@@ -16,6 +16,7 @@ from skyhaul.cli.common import (
     resolve_address,
     rfc3339,
     rpc_error_message,
+    running_endpoints,
     utc,
 )
 from skyhaul.runtime.clients import DEFAULT_DEADLINE_S, channel
@@ -36,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 """,
     )
     terminal.add_argument(
-        "--mdc", metavar="ID", help="data center id whose terminal to use (default: the first)"
+        "--mdc",
+        "--dc",
+        dest="mdc",
+        metavar="ID",
+        help="data center id whose terminal to use (default: the first)",
     )
     terminal.add_argument("--terminal", help="terminal control HOST:PORT (default: the running system's)")
     actions = terminal.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -106,7 +111,12 @@ async def _call(args, method: str, request):
 
     from skyhaul.v1 import terminal_pb2_grpc
 
-    address = resolve_address("terminal", args.terminal, f"terminal-{args.mdc}" if args.mdc else None)
+    running = None if args.terminal or not args.mdc else running_endpoints()
+    if running and running.get("data_centers"):  # where the run says this data center lives
+        address = resolve_address("terminal", args.terminal, data_center=args.mdc)
+    else:
+        address = resolve_address("terminal", args.terminal, f"terminal-{args.mdc}" if args.mdc else None)
+    request.data_center_id = args.mdc or ""
     async with channel(address) as ch:
         try:
             return await getattr(terminal_pb2_grpc.TerminalServiceStub(ch), method)(

@@ -56,16 +56,20 @@ class LinkWatcher:
     `on_change` are called after every change of up/down, the route's expiry included.
     """
 
-    def __init__(self, follower: LinkFollower) -> None:
+    def __init__(self, follower: LinkFollower, *, assume_up: bool = True) -> None:
+        """`assume_up=False`: the link counts as down until an event names this data center (a
+        fleet's data centers wait for their first route instead of all dialling a relay that holds
+        their bytes until links has published one)."""
         self.follower = follower
         self.data_center_id = follower.data_center_id
         self.region_id = follower.region_id
         self._clock = follower.clock
-        self._told = LinkView()  # what the events said
-        self._state = LinkView()  # what holds now (the told view, unless the route expired)
+        initial = LinkView() if assume_up else LinkView(up=False, reason="no route heard yet")
+        self._told = initial  # what the events said
+        self._state = initial  # what holds now (the told view, unless the route expired)
         self._up = asyncio.Event()
-        self._up.set()
         self._down = asyncio.Event()
+        (self._up if assume_up else self._down).set()
         self._listeners: list[Callable[[LinkView], None]] = []
         self._expiry: asyncio.TimerHandle | None = None
         follower.on_update(self._updated)

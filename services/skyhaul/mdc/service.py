@@ -55,11 +55,12 @@ from skyhaul.mdc.sync import SyncConfig, SyncWorker
 from skyhaul.mdc.workload import Workload, WorkloadGenerator
 from skyhaul.runtime.bus import redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, SkyhaulError
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SkyhaulError
 from skyhaul.runtime.link_follower import LinkFollower
+from skyhaul.runtime.link_group import LinkFollowerGroup
 from skyhaul.runtime.scenario import DataCenterSpec
 from skyhaul.runtime.server import ServiceApp, service_full_name
-from skyhaul.runtime.settings import Settings
+from skyhaul.runtime.settings import Settings, parse_hostport
 from skyhaul.v1 import common_pb2, mdc_pb2, mdc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         self._app = app
 
     async def GetInfo(self, request, context):
-        app = self._app
+        app = self._app.host(request.data_center_id)
         spec = app.spec
         lat, lon, alt = position_at(spec, app.settings.scenario.epoch_unix, app.clock.now())
         store = app.store
@@ -180,7 +181,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         )
 
     async def PutObject(self, request_iterator, context):
-        store = self._app.require_store()
+        app = store = None  # the data center the header names
         handle = None
         expected = None
         buffered: list[bytes] = []
@@ -197,6 +198,8 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
                     expected = header.expected_sha256 or None
                     if expected is not None and len(expected) != 32:
                         raise InvalidArgument(f"expected_sha256 must be 32 raw bytes, got {len(expected)}")
+                    app = self._app.host(header.data_center_id)
+                    store = app.require_store()
                     handle = await self._begin(store, header)
                     trace.get_current_span().set_attribute("skyhaul.key", header.key)
                 elif part == "data":
@@ -219,7 +222,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         finally:
             if handle is not None:
                 handle.abort()  # nothing if finished; a failed or cancelled put leaves nothing behind
-        self._app.object_added(stored)
+        app.object_added(stored)
         entry = await asyncio.to_thread(store.get, stored.key)
         return mdc_pb2.PutObjectResponse(object=object_info(entry))
 
@@ -235,7 +238,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         )
 
     async def GetObject(self, request, context) -> AsyncIterator[mdc_pb2.GetObjectResponse]:
-        store = self._app.require_store()
+        store = self._app.host(request.data_center_id).require_store()
         bounds.check_name(request.key, "key", max_chars=MAX_BLOB_NAME_CHARS)
         trace.get_current_span().set_attribute("skyhaul.key", request.key)
         entry = await asyncio.to_thread(store.get, request.key)
@@ -253,7 +256,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
             source.close()
 
     async def ListObjects(self, request, context):
-        store = self._app.require_store()
+        store = self._app.host(request.data_center_id).require_store()
         wanted = request.max_results or DEFAULT_LIST_RESULTS
         if not 1 <= wanted <= MAX_LIST:
             raise InvalidArgument(
@@ -275,7 +278,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         )
 
     async def GetStatus(self, request, context):
-        app = self._app
+        app = self._app.host(request.data_center_id)
         store = app.require_store()
         backlog, totals, released, store_state = await asyncio.gather(
             asyncio.to_thread(store.outbox.backlog),
@@ -334,7 +337,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         return response
 
     async def SetWorkload(self, request, context):
-        app = self._app
+        app = self._app.host(request.data_center_id)
         if app.workload is None:
             raise FailedPrecondition("the data center is not started yet; retry in a moment")
         spec = request.workload
@@ -355,7 +358,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         return mdc_pb2.SetWorkloadResponse(workload=workload_message(workload))
 
     async def DeleteObject(self, request, context):
-        store = self._app.require_store()
+        store = self._app.host(request.data_center_id).require_store()
         validate_blob_name(request.key, "object key")
         trace.get_current_span().set_attribute("skyhaul.key", request.key)
         entry = await asyncio.to_thread(store.delete, request.key, force=request.force)
@@ -369,7 +372,7 @@ class MdcServicer(mdc_pb2_grpc.ModularDataCenterServiceServicer):
         return mdc_pb2.DeleteObjectResponse(object=object_info(entry))
 
     async def Reconcile(self, request, context):
-        app = self._app
+        app = self._app.host(request.data_center_id)
         app.require_store()
         if app.reconciler is None:
             raise FailedPrecondition("the data center is not started yet; retry in a moment")
@@ -391,40 +394,46 @@ def _write_all(handle, chunks: list[bytes]) -> None:
         handle.write(chunk)
 
 
-class MdcApp(ServiceApp):
-    """The data center process. `sync_config` overrides what the scenario gives (tests, benchmarks)."""
+class DataCenter:
+    """One hosted data center: its object store and outbox, link watcher, sync worker and workload.
 
-    name = "mdc"
-    service_names = (service_full_name(mdc_pb2, "ModularDataCenterService"),)
+    `store_dir` is its own (a data center's data never mixes with another's); `region_address` is
+    where it syncs (its relay on the terminal), `terminal_address` the terminal that hosts its dish.
+    """
 
     def __init__(
         self,
         settings: Settings,
         clock: EmulationClock,
+        spec: DataCenterSpec,
+        follower: LinkFollower,
         *,
+        store_dir: Path,
+        region_address: str,
+        terminal_address: str,
         sync_config: SyncConfig | None = None,
-        store_dir: Path | None = None,
         retention: RetentionPolicy | None = None,
         reconcile_interval_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.spec = settings.scenario.data_center(settings.data_center_id)
+        self.spec = spec
         if sync_config is None:
-            sync = self.spec.sync
+            sync = spec.sync
             sync_config = SyncConfig(
                 container=sync.container,
                 block_size_bytes=sync.block_size_bytes,
                 bandwidth_share=sync.bandwidth_share,
-                fallback_capacity_mbps=self.spec.terminal.uplink_mbps,
+                fallback_capacity_mbps=spec.terminal.uplink_mbps,
             )
         validate_container_name(sync_config.container)
         self.sync_config = sync_config
-        self.store_dir = Path(store_dir) if store_dir is not None else Path(settings.data_dir) / "mdc"
+        self.store_dir = store_dir
+        self.region_address = region_address
+        self.terminal_address = terminal_address
         self.store: ObjectStore | None = None
-        self.link = LinkWatcher(
-            LinkFollower(self.spec.id, self.spec.home_region, clock, redis_url=settings.redis_url or None)
-        )
+        # In a set, a data center waits for its first route before it syncs (see LinkWatcher).
+        self.link = LinkWatcher(follower, assume_up=not settings.multi)
         self.worker: SyncWorker | None = None
         self.workload: WorkloadGenerator | None = None
         self.reconciler: Reconciler | None = None
@@ -441,23 +450,18 @@ class MdcApp(ServiceApp):
             raise FailedPrecondition("the data center's object store is not open (starting or stopping)")
         return self.store
 
-    def register(self, server: grpc.aio.Server) -> None:
-        mdc_pb2_grpc.add_ModularDataCenterServiceServicer_to_server(MdcServicer(self), server)
-
     def object_added(self, stored: StoredObject) -> None:
         if self.worker is not None:
             self.worker.notify(stored.priority)
 
-    async def start(self) -> None:
+    async def start(self, follow_link: bool = True) -> None:
+        """Open the store, start the sync worker and the workload; `follow_link`: this data center
+        subscribes to the link events itself (alone in its process; a group feeds it otherwise)."""
         self.store = await asyncio.to_thread(
             ObjectStore, self.store_dir, clock=self.clock.now, capacity_bytes=self.spec.storage_bytes
         )
         self.worker = SyncWorker(
-            self.store,
-            self.settings.peers["region"],
-            self.link,
-            self.sync_config,
-            self.settings.peers["terminal"],
+            self.store, self.region_address, self.link, self.sync_config, self.terminal_address
         )
         self.workload = WorkloadGenerator(
             self.store, self.spec.id, speed=self.settings.scenario.speed, on_put=self.object_added
@@ -471,10 +475,9 @@ class MdcApp(ServiceApp):
             self.clock.now,
             on_requeued=lambda: worker.notify("bulk"),
         )
-        self._tasks = [
-            asyncio.create_task(self.link.run(), name="link events"),
-            asyncio.create_task(self.worker.run(), name="sync worker"),
-        ]
+        self._tasks = [asyncio.create_task(self.worker.run(), name=f"sync worker {self.spec.id}")]
+        if follow_link:
+            self._tasks.append(asyncio.create_task(self.link.run(), name="link events"))
         if self.retention.active:
             self._tasks.append(asyncio.create_task(self._enforce_retention(), name="retention"))
         if self.reconcile_interval_s > 0:
@@ -485,11 +488,11 @@ class MdcApp(ServiceApp):
             )
         w = self.spec.workload
         await self.workload.set(Workload(w.objects, w.size_bytes, w.interval_s, w.priority, w.key_prefix))
-        log.info(
+        log.debug(
             "data center started",
             extra={
                 "skyhaul.data_center": self.spec.id,
-                "region": self.settings.peers["region"],
+                "region": self.region_address,
                 "skyhaul.data_dir": str(self.store_dir),
             },
         )
@@ -524,10 +527,177 @@ class MdcApp(ServiceApp):
             with contextlib.suppress(Exception):
                 store.close()
 
+
+class MdcApp(ServiceApp):
+    """The mdc process: one data center (today's layout) or a set of them (a shard, or all of a
+    scenario: `Settings.data_center_ids`), each a `DataCenter` with its own store, outbox, sync
+    worker and workload. RPCs name their data center; an empty id means the only one hosted.
+    `sync_config` overrides what the scenario gives (tests, benchmarks).
+
+    Where a hosted data center syncs to: alone, `SKYHAUL_REGION_ADDR` (its terminal's relay); in a
+    set, the j-th hosted data center uses `SKYHAUL_REGION_RELAY`'s host and port + j (the terminal
+    hosting the same set listens there, see terminal.service), else its home region straight
+    from `SKYHAUL_REGION_ADDRS` (no emulated link).
+    """
+
+    name = "mdc"
+    service_names = (service_full_name(mdc_pb2, "ModularDataCenterService"),)
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: EmulationClock,
+        *,
+        sync_config: SyncConfig | None = None,
+        store_dir: Path | None = None,
+        retention: RetentionPolicy | None = None,
+        reconcile_interval_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        # Given here (tests, benchmarks) they apply to every hosted data center; else each its own.
+        common = {
+            "sync_config": sync_config,
+            "retention": retention,
+            "reconcile_interval_s": reconcile_interval_s,
+        }
+        ids = settings.data_center_ids or (settings.data_center_id,)
+        specs = [settings.scenario.data_center(dc) for dc in ids]
+        redis_url = settings.redis_url or None
+        terminal = settings.peers["terminal"]
+        self.group: LinkFollowerGroup | None = None
+        self.hosted: dict[str, DataCenter] = {}
+        if len(specs) == 1:
+            spec = specs[0]
+            self.hosted[spec.id] = DataCenter(
+                settings,
+                clock,
+                spec,
+                LinkFollower(spec.id, spec.home_region, clock, redis_url=redis_url),
+                store_dir=Path(store_dir) if store_dir is not None else Path(settings.data_dir) / "mdc",
+                region_address=settings.region_relay or settings.peers["region"],
+                terminal_address=terminal,
+                **common,
+            )
+        else:
+            if store_dir is not None:
+                raise ValueError("store_dir is for one hosted data center; a set keeps one per data center")
+            self.group = LinkFollowerGroup(
+                {spec.id: spec.home_region for spec in specs}, clock, redis_url=redis_url
+            )
+            for position, spec in enumerate(specs):
+                self.hosted[spec.id] = DataCenter(
+                    settings,
+                    clock,
+                    spec,
+                    self.group.followers[spec.id],
+                    store_dir=Path(settings.data_dir) / spec.id / "mdc",
+                    region_address=self._region_address(position, spec),
+                    terminal_address=terminal,
+                    **common,
+                )
+        self._group_task: asyncio.Task | None = None
+
+    def _region_address(self, position: int, spec: DataCenterSpec) -> str:
+        if self.settings.region_relay:
+            host, port = parse_hostport(self.settings.region_relay, "SKYHAUL_REGION_RELAY")
+            return f"{host}:{port + position}"
+        return self.settings.region_addrs.get(spec.home_region, self.settings.peers["region"])
+
+    def host(self, data_center_id: str) -> DataCenter:
+        """The hosted data center a request names; empty: the only one. Raises InvalidArgument/NotFound."""
+        if not data_center_id:
+            if len(self.hosted) == 1:
+                return next(iter(self.hosted.values()))
+            raise InvalidArgument(
+                f"this mdc process hosts {len(self.hosted)} data centers ({_some(self.hosted)}): "
+                "name one in data_center_id (the CLI: --dc ID)"
+            )
+        hosted = self.hosted.get(data_center_id)
+        if hosted is None:
+            raise NotFound(
+                f"data center {data_center_id!r} is not hosted by this mdc process "
+                f"(it hosts {_some(self.hosted)}); `skyhaul status` lists which process hosts which"
+            )
+        return hosted
+
+    # One data center (today's layout, tests): its pieces, as before.
+    @property
+    def only(self) -> DataCenter:
+        return self.host("")
+
+    @property
+    def spec(self) -> DataCenterSpec:
+        return self.only.spec
+
+    @property
+    def store(self) -> ObjectStore | None:
+        return self.only.store
+
+    @property
+    def store_dir(self) -> Path:
+        return self.only.store_dir
+
+    @property
+    def link(self) -> LinkWatcher:
+        return self.only.link
+
+    @property
+    def worker(self) -> SyncWorker | None:
+        return self.only.worker
+
+    @property
+    def workload(self) -> WorkloadGenerator | None:
+        return self.only.workload
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return self.only.retention
+
+    @property
+    def reconciler(self) -> Reconciler | None:
+        return self.only.reconciler
+
+    def require_store(self) -> ObjectStore:
+        return self.only.require_store()
+
+    def object_added(self, stored: StoredObject) -> None:
+        self.only.object_added(stored)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        mdc_pb2_grpc.add_ModularDataCenterServiceServicer_to_server(MdcServicer(self), server)
+
+    async def start(self) -> None:
+        for data_center in self.hosted.values():
+            await data_center.start(follow_link=self.group is None)
+        if self.group is not None:
+            self._group_task = asyncio.create_task(self.group.run(), name="link events (group)")
+        log.info(
+            "data centers started",
+            extra={
+                "skyhaul.data_centers": len(self.hosted),
+                "skyhaul.first_data_center": next(iter(self.hosted)),
+                "skyhaul.data_dir": str(self.settings.data_dir),
+            },
+        )
+
+    async def stop(self) -> None:
+        if self._group_task is not None:
+            self._group_task.cancel()
+            await asyncio.gather(self._group_task, return_exceptions=True)
+            self._group_task = None
+        await asyncio.gather(*(dc.stop() for dc in self.hosted.values()), return_exceptions=True)
+
     async def ready(self) -> bool:
-        if self.store is None:
+        if any(dc.store is None for dc in self.hosted.values()):
             return False
         return await redis_ping(self.settings.redis_url, timeout=1.0)
+
+
+def _some(hosted: dict, shown: int = 5) -> str:
+    names = list(hosted)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def build(settings: Settings, clock: EmulationClock, **overrides) -> MdcApp:

@@ -416,7 +416,8 @@ class SyncWorker:
         if self._terminal is None:
             return
         try:
-            stats = await self._terminal.GetStats(terminal_pb2.GetStatsRequest(), timeout=1.0)
+            request = terminal_pb2.GetStatsRequest(data_center_id=self.link.data_center_id)
+            stats = await self._terminal.GetStats(request, timeout=1.0)
         except grpc.aio.AioRpcError as exc:  # the dish is optional for syncing: note it and go on
             span.set_attribute("skyhaul.terminal_error", exc.code().name)
             return

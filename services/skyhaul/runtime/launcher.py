@@ -42,7 +42,7 @@ from skyhaul.runtime.redis_server import (
 )
 from skyhaul.runtime.scenario import Scenario, load_scenario
 from skyhaul.runtime.services import SERVICES
-from skyhaul.runtime.settings import Forward, SettingsError, parse_forwards
+from skyhaul.runtime.settings import Forward, SettingsError, parse_forwards, shard_members
 
 STOP_GRACE_S = 5.0
 STATE_DIR_VAR = "SKYHAUL_STATE_DIR"
@@ -103,6 +103,7 @@ class ProcessSpec:
     relay_ports: dict[int, str] = field(default_factory=dict)  # terminal: local port -> target
     host: str = "127.0.0.1"  # packet mode: a region address or a control veth's end
     argv_prefix: list[str] = field(default_factory=list)  # packet mode: `ip netns exec NS` for an mdc
+    hosts: list[str] = field(default_factory=list)  # mdc/terminal: the data centers it hosts
 
     @property
     def address(self) -> str:
@@ -126,6 +127,11 @@ class Endpoints:
     restarts: dict[str, int] = field(default_factory=dict)  # label (and "redis" when ours) -> count
     launcher_pid: int = 0
     packet: dict | None = None  # packet mode: region addresses, namespaces (runtime/packet_mode.py)
+    layout: str = "per-dc"  # "per-dc" or "shards N"
+    hosts: dict[str, list[str]] = field(default_factory=dict)  # mdc/terminal label -> data centers it hosts
+    data_centers: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # id -> {"mdc": label, "terminal": label}
 
     def address(self, label: str) -> str:
         return self.services[label]
@@ -178,6 +184,88 @@ def extra_forwards(scenario: Scenario, items: list[str] | tuple[str, ...]) -> di
     return {dc_id: tuple(forwards) for dc_id, forwards in chosen.items()}
 
 
+PER_DC_MAX = 16
+"""`--layout auto` runs one mdc + terminal pair per data center up to this many data centers."""
+
+DCS_PER_SHARD = 64
+"""`--layout auto` above PER_DC_MAX: about this many data centers per shard, at most 2 x cores shards."""
+
+LAYOUTS = ("auto", "per-dc", "shards")
+RELAY_PORT_LOW, RELAY_PORT_HIGH = 20000, 32768  # below Linux's ephemeral range (32768-60999)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the data centers map onto processes: `per-dc` (a terminal + mdc pair each) or `shards`
+    (`shards` terminal + mdc pairs, shard K hosting the data centers at positions p % shards == K)."""
+
+    kind: str
+    shards: int = 0
+
+    def describe(self) -> str:
+        return "one mdc + terminal per data center" if self.kind == "per-dc" else f"{self.shards} shards"
+
+
+def choose_layout(
+    data_centers: int,
+    layout: str = "auto",
+    shards: int | None = None,
+    cores: int | None = None,
+    packet: bool = False,
+) -> Layout:
+    """The process layout for `data_centers` (see docs/running.md). Raises SettingsError on a bad choice.
+
+    auto: per-dc up to PER_DC_MAX data centers (and always in packet mode: a data center's mdc runs
+    inside its own network namespace), else shards = min(2 x cores, ceil(data centers / DCS_PER_SHARD)).
+    `shards` alone implies the shards layout.
+    """
+    if layout not in LAYOUTS:
+        raise SettingsError(f"--layout {layout!r}: one of {', '.join(LAYOUTS)}")
+    if shards is not None and shards < 1:
+        raise SettingsError(f"--shards {shards}: at least 1")
+    if shards is not None and layout == "per-dc":
+        raise SettingsError("--shards goes with --layout shards (or auto), not per-dc")
+    if layout == "auto" and shards is not None:
+        layout = "shards"
+    if layout == "auto":
+        if packet or data_centers <= PER_DC_MAX:
+            return Layout("per-dc")
+        layout = "shards"
+    if layout == "per-dc":
+        return Layout("per-dc")
+    if packet:
+        raise SettingsError(
+            "the packet data plane runs each data center's mdc inside its own network namespace: "
+            "use --layout per-dc (or auto)"
+        )
+    if data_centers == 0:
+        return Layout("per-dc")
+    if shards is None:
+        cores = cores or os.cpu_count() or 1
+        shards = min(2 * cores, -(-data_centers // DCS_PER_SHARD))
+    if shards > data_centers:
+        raise SettingsError(f"--shards {shards}: the scenario has only {data_centers} data centers")
+    return Layout("shards", max(1, shards))
+
+
+def free_port_block(count: int, avoid: set[int] = frozenset(), attempts: int = 200) -> int:
+    """The first of `count` consecutive free loopback ports below the ephemeral range."""
+    import random
+
+    span = RELAY_PORT_HIGH - RELAY_PORT_LOW - count
+    if count <= 0 or span <= 0:
+        raise SettingsError(
+            f"cannot find {count} consecutive free ports in {RELAY_PORT_LOW}-{RELAY_PORT_HIGH}"
+        )
+    rng = random.Random()
+    for _ in range(attempts):
+        base = RELAY_PORT_LOW + rng.randrange(span)
+        ports = range(base, base + count)
+        if not avoid.intersection(ports) and all(port_is_free(port) for port in ports):
+            return base
+    raise SettingsError(f"cannot find {count} consecutive free ports in {RELAY_PORT_LOW}-{RELAY_PORT_HIGH}")
+
+
 def plan(
     scenario: Scenario,
     scenario_path: str | None,
@@ -185,42 +273,21 @@ def plan(
     redis_url: str,
     clock_start: float,
     forwards: dict[str, tuple[Forward, ...]] | None = None,
+    layout: Layout | None = None,
 ) -> list[ProcessSpec]:
-    """Decide every child process, its port and its environment."""
+    """Decide every child process, its port, its environment and the data centers it hosts."""
     forwards = forwards or {}
+    layout = layout or Layout("per-dc")
     specs = [ProcessSpec("orbit", "orbit", free_port()), ProcessSpec("links", "links", free_port())]
     regions = {
         r.id: ProcessSpec(f"region-{r.id}", "region", free_port(), {"SKYHAUL_REGION_ID": r.id})
         for r in scenario.regions
     }
     specs += regions.values()
-    for dc in scenario.data_centers:
-        relay_port = free_port()
-        home = regions[dc.home_region]
-        # The region's gRPC port first (the data center's own sync), then the user's applications.
-        relays = {relay_port: home.address} | {f.listen_port: f.target for f in forwards.get(dc.id, ())}
-        terminal = ProcessSpec(
-            f"terminal-{dc.id}",
-            "terminal",
-            free_port(),
-            {
-                "SKYHAUL_DATA_CENTER_ID": dc.id,
-                "SKYHAUL_TERMINAL_FORWARDS": ",".join(f"{port}={target}" for port, target in relays.items()),
-            },
-            relays,
-        )
-        # The data center reaches its region only through its terminal.
-        mdc = ProcessSpec(
-            dc.id if dc.id.startswith("mdc") else f"mdc-{dc.id}",
-            "mdc",
-            free_port(),
-            {
-                "SKYHAUL_DATA_CENTER_ID": dc.id,
-                "SKYHAUL_REGION_ADDR": f"127.0.0.1:{relay_port}",
-                "SKYHAUL_TERMINAL_ADDR": terminal.address,
-            },
-        )
-        specs += [terminal, mdc]
+    if layout.kind == "shards":
+        specs += _shard_specs(scenario, regions, forwards, layout.shards)
+    else:
+        specs += _per_dc_specs(scenario, regions, forwards)
     common = {
         "SKYHAUL_REDIS_URL": redis_url,
         "SKYHAUL_CLOCK_START": repr(clock_start),
@@ -239,6 +306,122 @@ def plan(
             "OTEL_SERVICE_NAME": os.environ.get("OTEL_SERVICE_NAME", f"skyhaul-{spec.service}"),
         }
     return specs
+
+
+def _per_dc_specs(
+    scenario: Scenario, regions: dict[str, ProcessSpec], forwards: dict[str, tuple[Forward, ...]]
+) -> list[ProcessSpec]:
+    specs = []
+    for dc in scenario.data_centers:
+        relay_port = free_port()
+        home = regions[dc.home_region]
+        # The region's gRPC port first (the data center's own sync), then the user's applications.
+        relays = {relay_port: home.address} | {f.listen_port: f.target for f in forwards.get(dc.id, ())}
+        terminal = ProcessSpec(
+            f"terminal-{dc.id}",
+            "terminal",
+            free_port(),
+            {
+                "SKYHAUL_DATA_CENTER_ID": dc.id,
+                "SKYHAUL_TERMINAL_FORWARDS": ",".join(f"{port}={target}" for port, target in relays.items()),
+            },
+            relays,
+            hosts=[dc.id],
+        )
+        # The data center reaches its region only through its terminal.
+        mdc = ProcessSpec(
+            dc.id if dc.id.startswith("mdc") else f"mdc-{dc.id}",
+            "mdc",
+            free_port(),
+            {
+                "SKYHAUL_DATA_CENTER_ID": dc.id,
+                "SKYHAUL_REGION_ADDR": f"127.0.0.1:{relay_port}",
+                "SKYHAUL_TERMINAL_ADDR": terminal.address,
+            },
+            hosts=[dc.id],
+        )
+        specs += [terminal, mdc]
+    return specs
+
+
+def _shard_specs(
+    scenario: Scenario,
+    regions: dict[str, ProcessSpec],
+    forwards: dict[str, tuple[Forward, ...]],
+    count: int,
+) -> list[ProcessSpec]:
+    """`count` terminal + mdc pairs; the j-th data center of shard K syncs through port base_K + j."""
+    ids = [dc.id for dc in scenario.data_centers]
+    homes = {dc.id: dc.home_region for dc in scenario.data_centers}
+    region_addrs = ",".join(f"{rid}={spec.address}" for rid, spec in regions.items())
+    user_ports = {f.listen_port for items in forwards.values() for f in items}
+    block = free_port_block(len(ids), avoid=user_ports)
+    specs = []
+    offset = 0
+    for index in range(count):
+        members = shard_members(ids, index, count)
+        base = block + offset
+        offset += len(members)
+        relays = {base + j: regions[homes[dc]].address for j, dc in enumerate(members)}
+        user = [(dc, f) for dc in members for f in forwards.get(dc, ())]
+        relays |= {f.listen_port: f.target for _, f in user}
+        shard = f"{index}/{count}"
+        terminal = ProcessSpec(
+            f"terminal-shard-{index}",
+            "terminal",
+            free_port(),
+            {
+                "SKYHAUL_SHARD": shard,
+                "SKYHAUL_RELAY_BASE_PORT": str(base),
+                "SKYHAUL_REGION_ADDRS": region_addrs,
+                "SKYHAUL_TERMINAL_FORWARDS": ",".join(f"{dc}:{f.listen_port}={f.target}" for dc, f in user),
+            },
+            relays,
+            hosts=list(members),
+        )
+        mdc = ProcessSpec(
+            f"mdc-shard-{index}",
+            "mdc",
+            free_port(),
+            {
+                "SKYHAUL_SHARD": shard,
+                "SKYHAUL_REGION_RELAY": f"127.0.0.1:{base}",
+                "SKYHAUL_REGION_ADDRS": region_addrs,
+                "SKYHAUL_TERMINAL_ADDR": terminal.address,
+            },
+            hosts=list(members),
+        )
+        specs += [terminal, mdc]
+    return specs
+
+
+def data_center_map(specs: list[ProcessSpec]) -> dict[str, dict[str, str]]:
+    """data center id -> {"mdc": label, "terminal": label} of the processes hosting it."""
+    found: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        for dc in spec.hosts:
+            found.setdefault(dc, {})[spec.service] = spec.name
+    return found
+
+
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one (children inherit it): a shard holds a
+    store, relay listeners and connections for each of its data centers. Returns (soft, hard)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < OPEN_FILES_WANTED:
+        with contextlib.suppress(ValueError, OSError):  # only a privileged launcher may raise the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_WANTED, OPEN_FILES_WANTED))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft, hard
 
 
 def check_health(address: str, timeout: float = 2.0) -> str:
@@ -358,9 +541,11 @@ class Launcher:
         stop_event: threading.Event | None = None,
         data_plane: str | None = None,
         listen_all: bool = False,
+        layout: str = "auto",
+        shards: int | None = None,
     ) -> None:
-        """Raises ScenarioError or SettingsError (bad `forwards`), PrivilegeError or PacketModeError
-        (packet mode without its privileges) before anything starts."""
+        """Raises ScenarioError or SettingsError (bad `forwards`, layout), PrivilegeError or
+        PacketModeError (packet mode without its privileges) before anything starts."""
         self.scenario_path = scenario_path
         self.scenario = load_scenario(scenario_path) if scenario_path else None
         if self.scenario is None:
@@ -384,6 +569,9 @@ class Launcher:
         # Packet mode checks its privileges here, before anything is made (PrivilegeError).
         self.packet = PacketMode.prepare(self.scenario, data_plane)
         self._token_file_set = False  # SKYHAUL_TOKEN_FILE set by start() for this process
+        self.layout = choose_layout(
+            len(self.scenario.data_centers), layout, shards, packet=self.packet is not None
+        )
 
     def __enter__(self) -> Launcher:
         self.start()
@@ -396,7 +584,7 @@ class Launcher:
     def state_path(self) -> Path:
         return self.run_dir / RUN_STATE_FILE
 
-    def start(self, ready_timeout: float = 90.0) -> Endpoints:
+    def start(self, ready_timeout: float | None = None) -> Endpoints:
         """Start everything and wait until every service is SERVING.
 
         Raises LaunchError (a child died before it ever served, or not ready in time) or
@@ -405,6 +593,9 @@ class Launcher:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
         assert self.scenario is not None
+        if ready_timeout is None:  # a fleet's first routes and stores take longer
+            ready_timeout = 90.0 + 0.1 * len(self.scenario.data_centers)
+        raise_open_files_limit()
         try:
             if not self.redis_url:
                 self.redis = start_redis_server(data_dir=self.run_dir / "redis", password=generate_password())
@@ -423,6 +614,7 @@ class Launcher:
                 self.redis_url,
                 self.clock_start,
                 self.forwards,
+                self.layout,
             )
             if self.packet is not None:
                 self.packet.adapt(self.specs)
@@ -433,6 +625,7 @@ class Launcher:
                 if self.listen_all:
                     spec.env["SKYHAUL_LISTEN"] = f"0.0.0.0:{spec.port}"
                     if "SKYHAUL_TERMINAL_FORWARDS" in spec.env:
+                        # LISTENHOST first, then the data center a shard's item names (settings.py).
                         spec.env["SKYHAUL_TERMINAL_FORWARDS"] = ",".join(
                             f"0.0.0.0:{item}" for item in spec.env["SKYHAUL_TERMINAL_FORWARDS"].split(",")
                         )
@@ -449,6 +642,9 @@ class Launcher:
                 pids={},
                 launcher_pid=os.getpid(),
                 packet=None if self.packet is None else self.packet.describe(),
+                layout=self.layout.kind if self.layout.kind == "per-dc" else f"shards {self.layout.shards}",
+                hosts={s.name: s.hosts for s in self.specs if s.hosts},
+                data_centers=data_center_map(self.specs),
             )
             for spec in self.specs:
                 self._spawn(spec)

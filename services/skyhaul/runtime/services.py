@@ -46,33 +46,72 @@ SERVICES: dict[str, ServiceInfo] = {
 }
 
 
+HOSTING_SERVICES = ("mdc", "terminal")  # the services that host data centers, one or a set
+
+
+def hosting_arguments(name: str, argv: list[str]) -> dict[str, str]:
+    """The environment a hosting service's flags stand for: `--shard K/N` (SKYHAUL_SHARD) and
+    `--data-centers ID,...|*` (SKYHAUL_DATA_CENTER_ID). Raises SystemExit(2) on bad flags."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"skyhaul serve {name}")
+    if name in HOSTING_SERVICES:
+        parser.add_argument(
+            "--shard",
+            metavar="K/N",
+            help="host shard K of N (0 <= K < N): the data centers at scenario positions p with p %% N == K",
+        )
+        parser.add_argument("--data-centers", metavar="ID,...|*", help="host these data centers (*: all)")
+    args = parser.parse_args(argv)
+    env = {}
+    if getattr(args, "shard", None):
+        env["SKYHAUL_SHARD"] = args.shard
+    if getattr(args, "data_centers", None):
+        env["SKYHAUL_DATA_CENTER_ID"] = args.data_centers
+    return env
+
+
 def serve_service(
     name: str,
     build: Callable[[Settings, EmulationClock], ServiceApp],
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    argv: list[str] | None = None,
 ) -> int:
     """Run one service until SIGTERM/SIGINT (what every service's `__main__` calls).
 
-    Reads its settings from the environment (a bad variable: one line on stderr, exit code 2),
+    `argv` (default: the command line) may choose the hosted data centers of an mdc or terminal
+    (`--shard K/N`, `--data-centers`); they override the environment's SKYHAUL_SHARD /
+    SKYHAUL_DATA_CENTER_ID. Reads its settings from the environment (a bad variable: one line on stderr, exit code 2),
     sets up logging and tracing, builds the app on the emulation clock and serves it with the
     runtime's runner, which drains before returning. A service may bring its own event loop (the
     terminal's has precise timers).
     """
     import asyncio
+    import os
     import sys
 
     from skyhaul.runtime.logs import setup_logging
     from skyhaul.runtime.scenario import ScenarioError
     from skyhaul.runtime.settings import Settings, SettingsError
 
+    flags = hosting_arguments(name, sys.argv[1:] if argv is None else argv)
+    env = dict(os.environ)
+    if flags:
+        env.pop("SKYHAUL_SHARD", None)
+        env.pop("SKYHAUL_DATA_CENTER_ID", None)
+        env.update(flags)
     try:
-        settings = Settings.from_env(name)
+        settings = Settings.from_env(name, env)
     except (ScenarioError, SettingsError) as exc:
         print(f"skyhaul: {exc}", file=sys.stderr)
         return 2
     setup_logging(name, settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(name, build, settings))
+        try:
+            runner.run(_serve(name, build, settings))
+        except SettingsError as exc:  # a setting only the service itself can judge (e.g. its data plane)
+            print(f"skyhaul: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -89,4 +128,4 @@ async def _serve(name: str, build, settings: Settings) -> None:
         telemetry.shutdown()
 
 
-__all__ = ["SERVICES", "ServiceInfo", "serve_service"]
+__all__ = ["HOSTING_SERVICES", "SERVICES", "ServiceInfo", "hosting_arguments", "serve_service"]

@@ -21,11 +21,12 @@ from opentelemetry import trace
 
 from skyhaul.contract import bounds
 from skyhaul.runtime.clock import EmulationClock, to_timestamp, to_unix
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from skyhaul.runtime.eventloop import new_event_loop
 from skyhaul.runtime.link_follower import LinkFollower, LinkUpdate, route_valid_until
+from skyhaul.runtime.link_group import LinkFollowerGroup
 from skyhaul.runtime.server import ServiceApp, service_full_name
-from skyhaul.runtime.settings import Settings
+from skyhaul.runtime.settings import Settings, SettingsError, parse_hostport
 from skyhaul.runtime.telemetry import trace_verbose
 from skyhaul.terminal.packet import PacketEngine
 from skyhaul.terminal.packet_plane import PacketPlane, PacketPlaneSettings, data_plane_from_env
@@ -88,20 +89,29 @@ class RouteFeed:
         clock: EmulationClock,
         link: EmulatedLink,
         apply_profile: Callable[[LinkProfile | None], None] | None = None,
+        *,
+        follower: LinkFollower | None = None,
+        group: LinkFollowerGroup | None = None,
     ) -> None:
-        self.dc_id = settings.data_center_id
+        """`follower`/`group`: a data center of a multi-data-center terminal, fed by the group's one
+        subscription; alone, the feed subscribes for its data center itself."""
+        self.dc_id = settings.data_center_id if follower is None else follower.data_center_id
         self.clock = clock
         self.link = link
         # The packet engine takes its profile through its own lock (it runs on another thread).
         self.apply_profile = apply_profile or link.set_profile
-        home_region = settings.scenario.data_center(self.dc_id).home_region
-        self.follower = LinkFollower(self.dc_id, home_region, clock, redis_url=settings.redis_url)
+        if follower is None:
+            home_region = settings.scenario.data_center(self.dc_id).home_region
+            follower = LinkFollower(self.dc_id, home_region, clock, redis_url=settings.redis_url)
+        self.follower = follower
+        self.group = group
         self.follower.on_update(self._updated)
         self.span_per_route = trace_verbose()  # a span per received route only when asked
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.follower.run(), name="terminal-route-feed")
+        if self.group is None:  # a group's one subscription feeds every hosted data center
+            self._task = asyncio.create_task(self.follower.run(), name="terminal-route-feed")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -110,6 +120,8 @@ class RouteFeed:
 
     @property
     def last_sequence(self) -> int:
+        if self.group is not None:
+            return max(self.group.last_sequence, self.follower.last_sequence)
         return self.follower.last_sequence
 
     @property
@@ -291,7 +303,73 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServiceServicer):
         return terminal_pb2.ClearOverridesResponse(overrides=self._overrides())
 
 
+class HostingServicer(terminal_pb2_grpc.TerminalServiceServicer):
+    """TerminalService of a process hosting one or many dishes: each request goes to the dish of the
+    data center it names (an empty id: the only one hosted)."""
+
+    def __init__(self, dishes: dict[str, TerminalServicer]) -> None:
+        self.dishes = dishes
+
+    def dish(self, data_center_id: str) -> TerminalServicer:
+        if not data_center_id:
+            if len(self.dishes) == 1:
+                return next(iter(self.dishes.values()))
+            raise InvalidArgument(
+                f"this terminal process hosts {len(self.dishes)} data centers ({_some(self.dishes)}): "
+                "name one in data_center_id (the CLI: --dc ID)"
+            )
+        dish = self.dishes.get(data_center_id)
+        if dish is None:
+            raise NotFound(
+                f"data center {data_center_id!r} is not hosted by this terminal process "
+                f"(it hosts {_some(self.dishes)}); `skyhaul status` lists which process hosts which"
+            )
+        return dish
+
+    async def GetStats(self, request, context):
+        return await self.dish(request.data_center_id).GetStats(request, context)
+
+    async def SetOverrides(self, request, context):
+        return await self.dish(request.data_center_id).SetOverrides(request, context)
+
+    async def ClearOverrides(self, request, context):
+        return await self.dish(request.data_center_id).ClearOverrides(request, context)
+
+
+def _some(hosted: dict, shown: int = 5) -> str:
+    names = list(hosted)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+MULTI_READ_SIZE = 256 * 1024
+"""Read size of each relay in a multi-data-center terminal: a fleet's dishes run at tens of
+Mbit/s, and a thousand 1 MiB scratch buffers would be a gigabyte."""
+
+
+class Dish:
+    """One hosted data center's data plane in a multi-data-center terminal: its own emulated link,
+    relay (its sync relay plus its user forwards) and route feed; stats and overrides are its own."""
+
+    def __init__(
+        self, settings: Settings, clock: EmulationClock, follower: LinkFollower, group: LinkFollowerGroup
+    ) -> None:
+        self.link = EmulatedLink(clock=time.time)
+        self.relay = TerminalRelay(self.link, read_size=MULTI_READ_SIZE)
+        self.feed = RouteFeed(settings, clock, self.link, follower=follower, group=group)
+        self.servicer = TerminalServicer(follower.data_center_id, self.relay, self.link, self.feed)
+
+
 class TerminalApp(ServiceApp):
+    """The terminal process: one data center's dish (today's layout; relay or packet data plane) or
+    the dishes of a set of data centers (a shard, or all of a scenario; relay data plane), each with
+    its own link, relays, route feed, stats and overrides, fed by one Redis subscription.
+
+    In a set, the j-th hosted data center's sync relay listens on `SKYHAUL_RELAY_BASE_PORT` + j and
+    leads to its home region (`SKYHAUL_REGION_ADDRS`, else `SKYHAUL_REGION_ADDR`); the user's
+    forwards come from `SKYHAUL_TERMINAL_FORWARDS` as `DC_ID:LOCALPORT=HOST:PORT`.
+    """
+
     name = "terminal"
     service_names = (service_full_name(terminal_pb2, "TerminalService"),)
 
@@ -299,15 +377,37 @@ class TerminalApp(ServiceApp):
         self, settings: Settings, clock: EmulationClock, packet: PacketPlaneSettings | None = None
     ) -> None:
         self.settings = settings
+        self.group: LinkFollowerGroup | None = None
+        self.dishes: dict[str, Dish] = {}
+        self._group_task: asyncio.Task | None = None
+        self._stale_logged = False
+        ids = settings.data_center_ids or (settings.data_center_id,)
+        if len(ids) > 1:
+            if packet is not None:
+                raise SettingsError(
+                    "the packet data plane holds one data center's namespace per terminal process; "
+                    f"this one was asked to host {len(ids)} (use one per data center: --layout per-dc)"
+                )
+            if not settings.relay_base_port:
+                raise SettingsError(
+                    f"SKYHAUL_RELAY_BASE_PORT is needed to host {len(ids)} data centers: the sync relay "
+                    "of the j-th hosted data center listens on that port + j"
+                )
+            homes = {dc: settings.scenario.data_center(dc).home_region for dc in ids}
+            self.group = LinkFollowerGroup(homes, clock, redis_url=settings.redis_url)
+            self.dishes = {dc: Dish(settings, clock, self.group.followers[dc], self.group) for dc in ids}
+            self.servicer = HostingServicer({dc: dish.servicer for dc, dish in self.dishes.items()})
+            self.packet = None
+            return
         self.link = EmulatedLink(clock=time.time)
         self.relay = TerminalRelay(self.link, realtime_priority=settings.realtime_priority)
         self.packet = None if packet is None else PacketPlane(packet, self.link, settings.data_center_id)
         self.feed = RouteFeed(settings, clock, self.link, apply_profile=self._apply_profile)
-        self.servicer = TerminalServicer(settings.data_center_id, self.relay, self.link, self.feed)
-        self._stale_logged = False
+        self.dish_servicer = TerminalServicer(settings.data_center_id, self.relay, self.link, self.feed)
+        self.servicer = HostingServicer({settings.data_center_id: self.dish_servicer})
 
     def _apply_profile(self, profile: LinkProfile | None) -> None:
-        engine = self.servicer.engine
+        engine = self.dish_servicer.engine
         if engine is not None:
             engine.set_route(profile)
         else:
@@ -317,10 +417,14 @@ class TerminalApp(ServiceApp):
         terminal_pb2_grpc.add_TerminalServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
+        listen_host, _ = parse_hostport(self.settings.listen, "SKYHAUL_LISTEN")
+        if self.group is not None:
+            await self._start_dishes(listen_host)
+            return
         if self.packet is not None:
             # Opening the TUNs touches the namespace from a short-lived thread: off the loop.
             engine = await asyncio.to_thread(self.packet.start)
-            self.servicer.engine = self.servicer.controls = engine
+            self.dish_servicer.engine = self.dish_servicer.controls = engine
             log.info(
                 "packet data plane",
                 extra={
@@ -330,6 +434,8 @@ class TerminalApp(ServiceApp):
             )
             self.feed.start()
             return
+        if self.settings.relay_base_port:  # a shard of one: its sync relay by the shards' rule
+            await self.relay.add_forward(listen_host, *self._sync_relay(self.settings.data_center_id, 0))
         for forward in self.settings.terminal_forwards:
             await self.relay.add_forward(
                 forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
@@ -337,7 +443,44 @@ class TerminalApp(ServiceApp):
         await self.relay.start()
         self.feed.start()
 
+    def _sync_relay(self, dc: str, position: int) -> tuple[int, str, int]:
+        """(listen port, region host, region port) of the sync relay of the position-th hosted data center."""
+        settings = self.settings
+        home = settings.scenario.data_center(dc).home_region
+        region_host, region_port = parse_hostport(
+            settings.region_addrs.get(home, settings.peers["region"]), "SKYHAUL_REGION_ADDRS"
+        )
+        return settings.relay_base_port + position, region_host, region_port
+
+    async def _start_dishes(self, listen_host: str) -> None:
+        settings = self.settings
+        for position, (dc, dish) in enumerate(self.dishes.items()):
+            # The data center's own sync first, then the user's applications.
+            await dish.relay.add_forward(listen_host, *self._sync_relay(dc, position))
+            for forward in settings.dc_forwards.get(dc, ()):
+                await dish.relay.add_forward(
+                    forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
+                )
+            await dish.relay.start()
+        assert self.group is not None
+        self._group_task = asyncio.create_task(self.group.run(), name="terminal-route-feed (group)")
+        log.info(
+            "dishes started",
+            extra={
+                "skyhaul.data_centers": len(self.dishes),
+                "skyhaul.relay_base_port": settings.relay_base_port,
+            },
+        )
+
     async def stop(self) -> None:
+        if self.group is not None:
+            if self._group_task is not None:
+                self._group_task.cancel()
+                await asyncio.gather(self._group_task, return_exceptions=True)
+            await asyncio.gather(
+                *(dish.relay.stop() for dish in self.dishes.values()), return_exceptions=True
+            )
+            return
         await self.feed.stop()
         if self.packet is not None:
             await asyncio.to_thread(self.packet.stop)
@@ -345,21 +488,40 @@ class TerminalApp(ServiceApp):
         await self.relay.stop()
 
     async def ready(self) -> bool:
+        if self.group is not None:
+            # A shard serves once its feed is up and every hosted data center has had a first
+            # route; a route gone stale later is that data center's condition (GetStats.route_stale),
+            # and only all of them stale (links gone) makes the shard NOT_SERVING.
+            stale = sum(1 for dish in self.dishes.values() if dish.feed.stale)
+            waiting = sum(1 for dish in self.dishes.values() if dish.feed.follower.route is None)
+            self._log_stale(bool(stale), f"{stale} of {len(self.dishes)} data centers" if stale else "")
+            return self.group.subscribed and not waiting and stale < len(self.dishes)
         stale = self.feed.stale
+        self._log_stale(stale, "")
+        engine_ok = self.packet is None or (
+            self.dish_servicer.engine is not None and self.dish_servicer.engine.running
+        )
+        return self.feed.follower.subscribed and not stale and engine_ok
+
+    def _log_stale(self, stale: bool, which: str) -> None:
         if stale != self._stale_logged:
             self._stale_logged = stale
             if stale:
                 log.warning(
-                    "no current route from the links service: applying the last known one until it expires"
+                    "no current route from the links service%s: applying the last known one until it expires",
+                    f" for {which}" if which else "",
                 )
             else:
                 log.info("route feed current again")
-        engine_ok = self.packet is None or (self.servicer.engine is not None and self.servicer.engine.running)
-        return self.feed.follower.subscribed and not stale and engine_ok
 
 
 def build(settings: Settings, clock: EmulationClock) -> TerminalApp:
     packet = None
     if data_plane_from_env(os.environ, settings.scenario) == "packet":
+        if settings.multi:
+            raise SettingsError(
+                "the packet data plane holds one data center's namespace per terminal process; this one "
+                f"was asked to host {len(settings.data_center_ids)} (use one per data center: --layout per-dc)"
+            )
         packet = PacketPlaneSettings.from_env(os.environ, settings.data_center_id)
     return TerminalApp(settings, clock, packet)

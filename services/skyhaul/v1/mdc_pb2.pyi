@@ -95,12 +95,19 @@ Global___StoreState: _TypeAlias = StoreState  # noqa: Y015
 class GetInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     def __init__(
         self,
+        *,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,11 +179,16 @@ class ObjectHeader(_message.Message):
     EXPECTED_SHA256_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     priority: Global___PriorityClass.ValueType
     expected_sha256: _builtins.bytes
     """optional; the put fails and stores nothing on mismatch"""
     content_type: _builtins.str
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -187,10 +199,11 @@ class ObjectHeader(_message.Message):
         expected_sha256: _builtins.bytes = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         content_type: _builtins.str = ...,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expected_sha256", b"expected_sha256", "key", b"key", "metadata", b"metadata", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "data_center_id", b"data_center_id", "expected_sha256", b"expected_sha256", "key", b"key", "metadata", b"metadata", "priority", b"priority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,15 +335,21 @@ class GetObjectRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id", "key", b"key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -369,12 +388,17 @@ class ListObjectsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
     prefix: _builtins.str
     state: Global___SyncState.ValueType
     """UNSPECIFIED = any"""
     page_token: _builtins.str
     max_results: _builtins.int
     """0 = 1000"""
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     def __init__(
         self,
         *,
@@ -382,10 +406,11 @@ class ListObjectsRequest(_message.Message):
         state: Global___SyncState.ValueType = ...,
         page_token: _builtins.str = ...,
         max_results: _builtins.int = ...,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_results", b"max_results", "page_token", b"page_token", "prefix", b"prefix", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id", "max_results", b"max_results", "page_token", b"page_token", "prefix", b"prefix", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -523,12 +548,19 @@ Global___SyncTotals: _TypeAlias = SyncTotals  # noqa: Y015
 class GetStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     def __init__(
         self,
+        *,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -713,18 +745,22 @@ class DeleteObjectRequest(_message.Message):
 
     KEY_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     force: _builtins.bool
     """also delete an object that is not synced yet: its data is lost"""
+    data_center_id: _builtins.str
+    """which hosted data center; empty = the only one"""
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         force: _builtins.bool = ...,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id", "force", b"force", "key", b"key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -756,12 +792,17 @@ Global___DeleteObjectResponse: _TypeAlias = DeleteObjectResponse  # noqa: Y015
 class ReconcileRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    """which hosted data center; empty = the only one"""
     def __init__(
         self,
+        *,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -827,16 +868,22 @@ class SetWorkloadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     @_builtins.property
     def workload(self) -> Global___WorkloadSpec: ...
     def __init__(
         self,
         *,
         workload: Global___WorkloadSpec | None = ...,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["workload", b"workload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workload", b"workload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id", "workload", b"workload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -165,12 +165,19 @@ Global___Overrides: _TypeAlias = Overrides  # noqa: Y015
 class GetStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     def __init__(
         self,
+        *,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,6 +257,7 @@ class SetOverridesRequest(_message.Message):
     FORCED_OUTAGE_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     LOSS_PERCENT_FIELD_NUMBER: _builtins.int
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
     extra_delay_ms: _builtins.float
     """Each field set here replaces that override; an unset message leaves it as it is."""
     rate_cap_mbps: _builtins.float
@@ -257,6 +265,10 @@ class SetOverridesRequest(_message.Message):
     loss_percent: _builtins.float
     """Packet mode: random loss in % (0..100) in both directions instead of the configured one.
     A negative value removes the loss override. Relay mode cannot lose packets: FAILED_PRECONDITION.
+    """
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
     """
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
@@ -270,10 +282,11 @@ class SetOverridesRequest(_message.Message):
         forced_outage: _builtins.bool | None = ...,
         duration: _duration_pb2.Duration | None = ...,
         loss_percent: _builtins.float | None = ...,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_extra_delay_ms", b"_extra_delay_ms", "_forced_outage", b"_forced_outage", "_loss_percent", b"_loss_percent", "_rate_cap_mbps", b"_rate_cap_mbps", "duration", b"duration", "extra_delay_ms", b"extra_delay_ms", "forced_outage", b"forced_outage", "loss_percent", b"loss_percent", "rate_cap_mbps", b"rate_cap_mbps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_extra_delay_ms", b"_extra_delay_ms", "_forced_outage", b"_forced_outage", "_loss_percent", b"_loss_percent", "_rate_cap_mbps", b"_rate_cap_mbps", "duration", b"duration", "extra_delay_ms", b"extra_delay_ms", "forced_outage", b"forced_outage", "loss_percent", b"loss_percent", "rate_cap_mbps", b"rate_cap_mbps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_extra_delay_ms", b"_extra_delay_ms", "_forced_outage", b"_forced_outage", "_loss_percent", b"_loss_percent", "_rate_cap_mbps", b"_rate_cap_mbps", "data_center_id", b"data_center_id", "duration", b"duration", "extra_delay_ms", b"extra_delay_ms", "forced_outage", b"forced_outage", "loss_percent", b"loss_percent", "rate_cap_mbps", b"rate_cap_mbps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__extra_delay_ms: _TypeAlias = _typing.Literal["extra_delay_ms"]  # noqa: Y015
     _WhichOneofArgType__extra_delay_ms: _TypeAlias = _typing.Literal["_extra_delay_ms", b"_extra_delay_ms"]  # noqa: Y015
@@ -318,12 +331,19 @@ Global___SetOverridesResponse: _TypeAlias = SetOverridesResponse  # noqa: Y015
 class ClearOverridesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DATA_CENTER_ID_FIELD_NUMBER: _builtins.int
+    data_center_id: _builtins.str
+    """The hosted data center this is about; empty: the only one the process hosts (a process that
+    hosts several answers INVALID_ARGUMENT to an empty id).
+    """
     def __init__(
         self,
+        *,
+        data_center_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_center_id", b"data_center_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
