@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from skyhaul.core.fleet import fleet_scenario as generate_fleet
+from skyhaul.runtime import auth
 from skyhaul.runtime.launcher import Launcher
 from skyhaul.runtime.settings import shard_members
 from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc, region_pb2, region_pb2_grpc, terminal_pb2, terminal_pb2_grpc
@@ -41,7 +42,9 @@ def _put(stub, dc_id: str, key: str, data: bytes):
         yield mdc_pb2.PutObjectRequest(header=mdc_pb2.ObjectHeader(key=key, data_center_id=dc_id))
         yield mdc_pb2.PutObjectRequest(data=data)
 
-    return stub.PutObject(messages(), timeout=30)
+    # The launcher shares its run's token with this process (SKYHAUL_TOKEN_FILE): writes need it.
+    token = auth.load_token()
+    return stub.PutObject(messages(), timeout=30, metadata=(("authorization", f"Bearer {token}"),))
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -213,7 +216,7 @@ def test_the_cli_resolves_a_data_center_through_run_json(fleet, tmp_path):
 
     status = cli("mdc-status", "--dc", dc, "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["dataCenterId"] == dc
+    assert json.loads(status.stdout)["data_center_id"] == dc
     stats = cli("terminal", "--dc", dc, "stats", "--json")
     assert stats.returncode == 0, stats.stderr
     assert dc in stats.stdout
