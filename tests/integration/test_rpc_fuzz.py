@@ -501,6 +501,10 @@ class Harness:
             after = await self.snapshot(service, request)
             if after != before:
                 problems.append(f"refused with {code.name} but the state changed")
+        if method.name == "SetWorkload" and code == grpc.StatusCode.OK and self.mdc_app.workload is not None:
+            # An accepted workload keeps putting objects: stop it, or the next call's before/after
+            # comparison sees the workload's puts and blames that call.
+            await self.mdc_app.workload.stop()
         return code.name, "; ".join(problems)
 
 

@@ -606,6 +606,7 @@ class MdcApp(ServiceApp):
 
     def host(self, data_center_id: str) -> DataCenter:
         """The hosted data center a request names; empty: the only one. Raises InvalidArgument/NotFound."""
+        bounds.check_name(data_center_id, "data_center_id")
         if not data_center_id:
             if len(self.hosted) == 1:
                 return next(iter(self.hosted.values()))
@@ -616,7 +617,7 @@ class MdcApp(ServiceApp):
         hosted = self.hosted.get(data_center_id)
         if hosted is None:
             raise NotFound(
-                f"data center {data_center_id!r} is not hosted by this mdc process "
+                f"data center {bounds.shown(data_center_id, 60)} is not hosted by this mdc process "
                 f"(it hosts {_some(self.hosted)}); `skyhaul status` lists which process hosts which"
             )
         return hosted

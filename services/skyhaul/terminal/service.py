@@ -36,6 +36,10 @@ from skyhaul.terminal.shaping import Direction, EmulatedLink, LinkProfile
 from skyhaul.v1 import route_pb2, terminal_pb2, terminal_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# A data center's mdc reaches its sync relay on the same host (or in the same pod): loopback only,
+# whatever address the terminal's gRPC listens on (docs/security.md).
+SYNC_RELAY_HOST = "127.0.0.1"
 tracer = trace.get_tracer(__name__)
 
 MAX_OVERRIDE_S = 30 * 86_400.0  # longer experiments set no duration (until cleared)
@@ -311,6 +315,7 @@ class HostingServicer(terminal_pb2_grpc.TerminalServiceServicer):
         self.dishes = dishes
 
     def dish(self, data_center_id: str) -> TerminalServicer:
+        bounds.check_name(data_center_id, "data_center_id")
         if not data_center_id:
             if len(self.dishes) == 1:
                 return next(iter(self.dishes.values()))
@@ -321,7 +326,7 @@ class HostingServicer(terminal_pb2_grpc.TerminalServiceServicer):
         dish = self.dishes.get(data_center_id)
         if dish is None:
             raise NotFound(
-                f"data center {data_center_id!r} is not hosted by this terminal process "
+                f"data center {bounds.shown(data_center_id, 60)} is not hosted by this terminal process "
                 f"(it hosts {_some(self.dishes)}); `skyhaul status` lists which process hosts which"
             )
         return dish
@@ -417,9 +422,8 @@ class TerminalApp(ServiceApp):
         terminal_pb2_grpc.add_TerminalServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        listen_host, _ = parse_hostport(self.settings.listen, "SKYHAUL_LISTEN")
         if self.group is not None:
-            await self._start_dishes(listen_host)
+            await self._start_dishes()
             return
         if self.packet is not None:
             # Opening the TUNs touches the namespace from a short-lived thread: off the loop.
@@ -435,7 +439,7 @@ class TerminalApp(ServiceApp):
             self.feed.start()
             return
         if self.settings.relay_base_port:  # a shard of one: its sync relay by the shards' rule
-            await self.relay.add_forward(listen_host, *self._sync_relay(self.settings.data_center_id, 0))
+            await self.relay.add_forward(SYNC_RELAY_HOST, *self._sync_relay(self.settings.data_center_id, 0))
         for forward in self.settings.terminal_forwards:
             await self.relay.add_forward(
                 forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
@@ -452,11 +456,11 @@ class TerminalApp(ServiceApp):
         )
         return settings.relay_base_port + position, region_host, region_port
 
-    async def _start_dishes(self, listen_host: str) -> None:
+    async def _start_dishes(self) -> None:
         settings = self.settings
         for position, (dc, dish) in enumerate(self.dishes.items()):
             # The data center's own sync first, then the user's applications.
-            await dish.relay.add_forward(listen_host, *self._sync_relay(dc, position))
+            await dish.relay.add_forward(SYNC_RELAY_HOST, *self._sync_relay(dc, position))
             for forward in settings.dc_forwards.get(dc, ()):
                 await dish.relay.add_forward(
                     forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
