@@ -85,7 +85,10 @@ PRESETS: dict[str, str] = {
     ),
     "kuiper-630": "Kuiper first shell: 34 planes x 34 satellites, 630 km, 51.9 deg (1156)",
     "telesat-1015": "Telesat polar shell: 27 planes x 13 satellites, 1015 km, 98.98 deg (351)",
-    "o3b-meo": "O3b MEO: 20 satellites in one equatorial plane at 8062 km (about 140 ms RTT)",
+    "o3b-meo": (
+        "O3b MEO: 20 satellites in one equatorial plane at 8062 km "
+        "(about 149 ms RTT with the fibre of scenarios/o3b-meo.yaml)"
+    ),
 }
 
 # Default minimum elevation of terminals and gateways for each preset (DESIGN "The link model").
