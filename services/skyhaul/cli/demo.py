@@ -255,15 +255,20 @@ def _route_row(recorder: RunRecorder, route, sequence: int, state: DemoState) ->
     if not route.delay_samples_ms:
         return
     step = route.samples_step.seconds + route.samples_step.nanos * 1e-9
+    # The link model's round trip (floor + access, offset, jitter, spike) where the links service
+    # gives it, else the propagation floor: what the terminal applies, not only the space path.
+    modelled = len(route.rtt_samples_ms) == len(route.delay_samples_ms)
+    rtt = list(route.rtt_samples_ms) if modelled else [2.0 * ms for ms in route.delay_samples_ms]
     recorder.write(
         "route",
         samples_start=to_unix(route.samples_start),
         samples_step=step,
         delay_samples_ms=list(route.delay_samples_ms),
+        rtt_samples_ms=rtt,
         sequence=sequence,
     )
     state.satellite = route.first_satellite_index if route.available else -1
-    state.rtt_ms = 2.0 * route.one_way_delay_ms if route.available else float("nan")
+    state.rtt_ms = rtt[0] if route.available and rtt else float("nan")
     state.capacity_up = route.capacity_up_mbps
 
 

@@ -42,6 +42,7 @@ class RunData:
     link_events: list[tuple[float, bool]] = field(default_factory=list)  # LinkStatusChanged events only
     handovers: list[tuple[float, int, int]] = field(default_factory=list)  # (t, from, to)
     delay: list[tuple[float, float]] = field(default_factory=list)  # (t, one-way ms; NaN = down)
+    rtt: list[tuple[float, float]] = field(default_factory=list)  # (t, the link model's RTT ms; NaN = down)
     status: list[dict[str, Any]] = field(default_factory=list)  # polled mdc/terminal status
     objects: list[dict[str, Any]] = field(default_factory=list)  # final object list
     sequences: list[int] = field(default_factory=list)  # of every link event seen, any data center
@@ -68,6 +69,9 @@ class RunData:
             elif kind == "route":
                 start, step = row["samples_start"], row["samples_step"]
                 data.delay.extend((start + k * step, ms) for k, ms in enumerate(row["delay_samples_ms"]))
+                # Records before the link model carry no RTT: the floor, twice the one-way delay.
+                rtt = row.get("rtt_samples_ms") or [2.0 * ms for ms in row["delay_samples_ms"]]
+                data.rtt.extend((start + k * step, ms) for k, ms in enumerate(rtt))
             elif kind == "seq":
                 data.sequences.append(row["sequence"])
             elif kind == "status":
@@ -130,8 +134,8 @@ def summarize(data: RunData) -> Summary:
     span = max(end - start, 1e-9)
     outages = outage_intervals(data.link, start, end)
     down_time = sum(b - a for a, b in outages)
-    delays = np.array([ms for t, ms in data.delay if start <= t <= end], dtype=float)
-    rtt = 2.0 * delays[np.isfinite(delays)]
+    rtts = np.array([ms for t, ms in data.rtt if start <= t <= end], dtype=float)
+    rtt = rtts[np.isfinite(rtts)]
     synced = [o for o in data.objects if o["state"] == "synced"]
     ages = np.array([o["synced_at"] - o["created_at"] for o in synced], dtype=float)
     last = data.status[-1] if data.status else {}

@@ -79,11 +79,11 @@ def write_report(data: RunData, summary: Summary, path: Path) -> Path:
     title = f"{summary.scenario}: {summary.data_center} — availability {100 * summary.availability:.0f} %, {summary.outages} outages, {summary.handovers} handovers"
     fig.suptitle(title, fontsize=13)
 
-    if data.delay:
-        t, one_way = np.array(data.delay, dtype=float).T
+    if data.rtt:
+        t, rtt = np.array(data.rtt, dtype=float).T
         order = np.argsort(t, kind="stable")
-        rtt = 2.0 * one_way[order]
-        ax_rtt.plot(minutes(t[order]), rtt, lw=1.0, color=RTT_COLOUR[1], label="RTT (2 x one-way delay)")
+        rtt = rtt[order]
+        ax_rtt.plot(minutes(t[order]), rtt, lw=1.0, color=RTT_COLOUR[1], label="RTT (the link model)")
         ax_rtt.set_ylim(*rtt_limits(rtt))  # the data's range: a 1 ms swing in a pass stays visible
     for a, b in outage_intervals(data.link, start, end):
         ax_rtt.axvspan(minutes(a), minutes(b), color=OUTAGE_COLOUR[1], alpha=0.18, lw=0)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from skyhaul.contract import bounds
 from skyhaul.contract.blobs import MAX_BLOB_NAME_CHARS, validate_blob_name, validate_container_name
 from skyhaul.mdc.link import LinkWatcher
-from skyhaul.mdc.objectstore import ObjectStore, StoredObject
+from skyhaul.mdc.objectstore import FULL_ADVICE, ObjectStore, StoredObject, is_disk_full
 from skyhaul.mdc.outbox import CONTENT_TYPE_METADATA_KEY, MAX_LIST, OutboxEntry
 from skyhaul.mdc.retention import (
     RETENTION_CHECK_S,
@@ -389,6 +391,15 @@ def current_traceparent() -> str:
     return carrier.get("traceparent", "")
 
 
+def _nearly_full(path: Path) -> bool:
+    """Less than 1 MiB free where the store lives: SQLite then reports "disk I/O error" as often as
+    "disk is full" while setting up its write-ahead log."""
+    try:
+        return shutil.disk_usage(path if path.exists() else path.parent).free < 2**20
+    except OSError:
+        return False
+
+
 def _write_all(handle, chunks: list[bytes]) -> None:
     for chunk in chunks:
         handle.write(chunk)
@@ -457,9 +468,7 @@ class DataCenter:
     async def start(self, follow_link: bool = True) -> None:
         """Open the store, start the sync worker and the workload; `follow_link`: this data center
         subscribes to the link events itself (alone in its process; a group feeds it otherwise)."""
-        self.store = await asyncio.to_thread(
-            ObjectStore, self.store_dir, clock=self.clock.now, capacity_bytes=self.spec.storage_bytes
-        )
+        self.store = await self._open_store()
         self.worker = SyncWorker(
             self.store, self.region_address, self.link, self.sync_config, self.terminal_address
         )
@@ -496,6 +505,32 @@ class DataCenter:
                 "skyhaul.data_dir": str(self.store_dir),
             },
         )
+
+    async def _open_store(self) -> ObjectStore:
+        """Open the store; a disk that is full right now is waited out, not a crash.
+
+        A data center stopped while its disk was full (an eviction, a kill) must not crash-loop on
+        restart because SQLite cannot even reset its outbox: it stays up, NOT_SERVING (ready() is
+        false without a store), and opens the store once space is freed.
+        """
+        delay_s = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    ObjectStore, self.store_dir, clock=self.clock.now, capacity_bytes=self.spec.storage_bytes
+                )
+            except (OSError, sqlite3.OperationalError) as exc:
+                if not (is_disk_full(exc) or _nearly_full(self.store_dir)):
+                    raise
+                log.warning(
+                    "data center %s: its disk is full, the store cannot open (%s); retrying in %.1f s. %s",
+                    self.spec.id,
+                    exc,
+                    delay_s,
+                    FULL_ADVICE,
+                )
+            await asyncio.sleep(delay_s)
+            delay_s = min(2 * delay_s, 5.0)
 
     async def _enforce_retention(self) -> None:
         log.info("retention policy: %s", self.retention)
