@@ -30,6 +30,7 @@ import yaml
 from skyhaul.runtime import netns
 from skyhaul.runtime.clock import to_timestamp
 from skyhaul.runtime.netns import PacketNetwork, missing_privileges
+from skyhaul.runtime.scenario import DEFAULT_SCENARIO
 from skyhaul.v1 import links_pb2, links_pb2_grpc
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
@@ -138,12 +139,18 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacketSystem]:
     env = cli_env(state)
     before = namespaces_and_links()
     run_dir = state / "run"
+    # The built-in scenario on the propagation floor: these tests measure the packet engine against
+    # the route's delay; what the calibrated model adds on top is tested against the traces.
+    scenario = state / "floor.yaml"
+    scenario.write_text(yaml.safe_dump({**DEFAULT_SCENARIO, "link_model": {"mode": "propagation"}}))
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "skyhaul.cli.main",
             "up",
+            "--scenario",
+            str(scenario),
             "--data-plane",
             "packet",
             "--json",
