@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support.chaos import SoakConfig, known_disk_full_problems, report, soak
+from support.chaos import SoakConfig, report, soak
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +53,4 @@ async def test_a_short_chaos_soak_loses_nothing_acknowledged_and_leaves_nothing(
     assert result.launcher_survived and result.left_processes == [], report(result)
     assert result.verified == result.acknowledged, report(result)
     assert all(fault.survived for fault in result.faults), report(result)
-    known = known_disk_full_problems(result, "mdc-kodiak")
-    if result.problems and result.problems == known:
-        # Known, and the disk-full work of #16 (mdc/service.py, the store) fixes them: a put on a
-        # full disk answers INTERNAL ("OSError"), and a data center stopped while its disk is full
-        # crashes on every restart until space is freed. Everything else held.
-        pytest.xfail("; ".join(known))
     assert result.passed, report(result)

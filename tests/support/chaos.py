@@ -788,21 +788,6 @@ async def soak(config: SoakConfig) -> SoakResult:
     )
 
 
-def known_disk_full_problems(result: SoakResult, mdc_label: str) -> list[str]:
-    """The problems due to two known faults of the data center on a full disk (issue #16, its
-    disk-full work), so a test can tell them from new ones: a put answered INTERNAL instead of
-    RESOURCE_EXHAUSTED, and a data center stopped while its disk is full cannot start again until
-    space is freed (its outbox's opening transaction cannot commit), so it crashes on every restart.
-    """
-    stopped_on_full_disk = any(f.kind == f"sigterm {mdc_label}" for f in result.faults)
-    return [
-        problem
-        for problem in result.problems
-        if problem.startswith(DISK_FULL_ANSWER)
-        or (stopped_on_full_disk and problem.startswith(f"{mdc_label} restarted "))
-    ]
-
-
 def report(result: SoakResult) -> str:
     rows = collections.defaultdict(lambda: [0, 0])
     for fault in result.faults:

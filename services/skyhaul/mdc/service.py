@@ -57,7 +57,7 @@ from skyhaul.mdc.sync import SyncConfig, SyncWorker
 from skyhaul.mdc.workload import Workload, WorkloadGenerator
 from skyhaul.runtime.bus import redis_ping
 from skyhaul.runtime.clock import EmulationClock, to_timestamp
-from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SkyhaulError
+from skyhaul.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SkyhaulError, Unavailable
 from skyhaul.runtime.link_follower import LinkFollower
 from skyhaul.runtime.link_group import LinkFollowerGroup
 from skyhaul.runtime.scenario import DataCenterSpec
@@ -443,6 +443,7 @@ class DataCenter:
         self.region_address = region_address
         self.terminal_address = terminal_address
         self.store: ObjectStore | None = None
+        self._store_wait = ""  # why the store is not open yet, when the disk keeps it closed
         # In a set, a data center waits for its first route before it syncs (see LinkWatcher).
         self.link = LinkWatcher(follower, assume_up=not settings.multi)
         self.worker: SyncWorker | None = None
@@ -458,7 +459,11 @@ class DataCenter:
 
     def require_store(self) -> ObjectStore:
         if self.store is None:
-            raise FailedPrecondition("the data center's object store is not open (starting or stopping)")
+            # Transient (UNAVAILABLE: retry): starting, stopping, or waiting for space to open it.
+            raise Unavailable(
+                f"the data center's object store is not open ({self._store_wait or 'starting or stopping'}); "
+                "retry in a moment"
+            )
         return self.store
 
     def object_added(self, stored: StoredObject) -> None:
@@ -516,12 +521,15 @@ class DataCenter:
         delay_s = 0.5
         while True:
             try:
-                return await asyncio.to_thread(
+                store = await asyncio.to_thread(
                     ObjectStore, self.store_dir, clock=self.clock.now, capacity_bytes=self.spec.storage_bytes
                 )
+                self._store_wait = ""
+                return store
             except (OSError, sqlite3.OperationalError) as exc:
                 if not (is_disk_full(exc) or _nearly_full(self.store_dir)):
                     raise
+                self._store_wait = f"its disk is full: {FULL_ADVICE}"
                 log.warning(
                     "data center %s: its disk is full, the store cannot open (%s); retrying in %.1f s. %s",
                     self.spec.id,
