@@ -393,6 +393,7 @@ async def test_200_objects_across_outages_arrive_whole_over_the_packet_link(tmp_
         return path, dc_id, region_id
 
     monkeypatch.setattr(store_and_forward, "scenario_file", lossless)
+    monkeypatch.setattr(store_and_forward, "SYNC_BUDGET_S", 1000.0)
     monkeypatch.setattr(store_and_forward, "Launcher", functools.partial(Launcher, data_plane="packet"))
     await store_and_forward.test_200_objects_across_outages_arrive_whole_and_exactly_once(tmp_path)
     assert not list((tmp_path / "netns").glob("*.json"))  # its namespaces went with it
