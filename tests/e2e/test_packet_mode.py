@@ -369,7 +369,7 @@ def test_a_killed_launcher_leaves_nothing_after_the_next_start(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1500)
 async def test_200_objects_across_outages_arrive_whole_over_the_packet_link(tmp_path, monkeypatch):
     """test_store_and_forward's own test, with every data center in its namespace and its sync
     over real TCP through the packet engine. Random loss is off here: with the default 1 %, one
