@@ -29,6 +29,9 @@ def _need_root() -> None:
     pytest.skip(reason)
 
 
+# One more try: on a shared 2-vCPU machine a burst of load can hold a recovery past the soak's
+# 120 s survival bound (seen once while another system ran beside it); a real regression fails twice.
+@pytest.mark.flaky(reruns=1)
 async def test_a_short_chaos_soak_loses_nothing_acknowledged_and_leaves_nothing(tmp_path: Path) -> None:
     _need_root()
     config = SoakConfig(
