@@ -52,7 +52,13 @@ def test_scenario_starts(path, tmp_path, redis_url):
     pids = list(endpoints.pids.values())
     try:
         scenario = load_scenario(path)
-        assert len(endpoints.services) == 2 + len(scenario.regions) + 2 * len(scenario.data_centers)
+        # orbit, links, a region process per region, and an mdc + terminal pair per data center or
+        # per shard (a fleet's layout): every data center hosted by exactly one of each.
+        placed = endpoints.data_centers
+        assert set(placed) == {dc.id for dc in scenario.data_centers}
+        hosting = {label for where in placed.values() for label in (where["mdc"], where["terminal"])}
+        assert hosting <= set(endpoints.services)
+        assert len(endpoints.services) == 2 + len(scenario.regions) + len(hosting)
         assert {check_health(addr) for addr in endpoints.services.values()} == {"SERVING"}
     finally:
         launcher.stop()
