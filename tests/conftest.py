@@ -24,6 +24,23 @@ for _variable in ("SKYHAUL_RUN", "SKYHAUL_TOKEN", "SKYHAUL_TOKEN_FILE", "SKYHAUL
     os.environ.pop(_variable, None)
 
 
+_RUN_CREDENTIALS = ("SKYHAUL_RUN", "SKYHAUL_TOKEN", "SKYHAUL_TOKEN_FILE", "SKYHAUL_EVENT_KEY")
+
+
+@pytest.fixture(autouse=True)
+def _run_credentials_do_not_leak():
+    """A test that runs the CLI in-process (it points SKYHAUL_TOKEN_FILE at the run it talks to) or a
+    Launcher (it shares its token with this process) must not hand that token to the next test's
+    servers: what a test found set (a module's system included) is what it leaves."""
+    before = {name: os.environ.get(name) for name in _RUN_CREDENTIALS}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """One ephemeral Redis on a free 127.0.0.1 port for the whole session; `.url`, `.port`, `.pid`."""

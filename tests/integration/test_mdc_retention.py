@@ -113,9 +113,11 @@ async def test_delete_keeps_the_region_copy_and_refuses_unsynced_objects_without
         parser = argparse.ArgumentParser()
         data_cli.register(parser.add_subparsers())
         address = f"127.0.0.1:{server.port}"
-        code = await data_cli.cmd_rm(parser.parse_args(["rm", "only/copy.bin", "--mdc", address]))
+        code = await data_cli.cmd_rm(parser.parse_args(["rm", "only/copy.bin", "--mdc-addr", address]))
         assert code != 0 and "only/copy.bin" in await states(mdc)
-        code = await data_cli.cmd_rm(parser.parse_args(["rm", "only/copy.bin", "--force", "--mdc", address]))
+        code = await data_cli.cmd_rm(
+            parser.parse_args(["rm", "only/copy.bin", "--force", "--mdc-addr", address])
+        )
         assert code == 0 and await states(mdc) == {}
     finally:
         await channel.close()
@@ -195,7 +197,7 @@ async def test_a_blob_deleted_at_the_region_is_uploaded_again_or_reported_lost(
         data_cli.register(parser.add_subparsers())
         capsys.readouterr()
         code = await data_cli.cmd_reconcile(
-            parser.parse_args(["reconcile", "--json", "--mdc", f"127.0.0.1:{server.port}"])
+            parser.parse_args(["reconcile", "--json", "--mdc-addr", f"127.0.0.1:{server.port}"])
         )
         out = json.loads(capsys.readouterr().out)
         assert code != 0 and out["lostKeys"] == ["r/2"]
