@@ -19,6 +19,7 @@ import pytest
 from support.storage import list_blobs, list_objects, payload, put_object, sha256_hex, wait_until
 from test_launcher import UpRun, _env, _skyhaul, alive, wait_gone
 
+from skyhaul.runtime import clients
 from skyhaul.runtime.launcher import CrashLoop, Launcher, RestartPolicy, _Child, find_run
 from skyhaul.v1 import mdc_pb2, mdc_pb2_grpc, region_pb2_grpc
 
@@ -57,7 +58,8 @@ async def test_kill_9_of_each_kind_of_child_is_restarted_and_nothing_put_is_lost
     digests: dict[str, str] = {}
     try:
         printed = await asyncio.to_thread(run.wait_serving)
-        async with grpc.aio.insecure_channel(printed["services"][DC]) as channel:
+        token = (run.run_dir / "token").read_text().strip()  # puts change state: the run's token
+        async with clients.channel(printed["services"][DC], token=token) as channel:
             mdc = mdc_pb2_grpc.ModularDataCenterServiceStub(channel)
             await _put_and_wait_synced(mdc, ["chaos/before.bin"], digests)
             for kind in KINDS:
