@@ -795,6 +795,9 @@ def _listening_hosts(port: int) -> set[str]:
 
 
 @pytest.mark.slow
+# A child of a freshly launched system has been seen dying of SIGABRT in gRPC's poller at start on
+# this shared VM (also before this change); a real regression fails all three tries.
+@pytest.mark.flaky(reruns=2)
 def test_skyhaul_up_is_loopback_with_a_token_a_locked_redis_and_a_cli_that_sends_the_token(tmp_path: Path):
     import json
     import os
